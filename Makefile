@@ -1,0 +1,41 @@
+# The README's two commands are `make demo` and `make test`; both install first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install postgres test lint demo bench api clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# The tests start a throwaway PostgreSQL cluster; install Debian's server if absent.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || \
+	  { echo "installing PostgreSQL (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install postgres lint
+	$(BIN)/pytest
+
+demo: install
+	$(BIN)/python -m offpeak.demo
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+api: install
+	$(BIN)/offpeak api
+
+clean:
+	rm -rf $(VENV) .offpeak .pytest_cache .mypy_cache .ruff_cache

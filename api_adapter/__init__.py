@@ -1,0 +1,1 @@
+"""The HTTP API: EXXA batch routes over the offpeak core."""

@@ -1,0 +1,59 @@
+"""The FastAPI application: services opened at start-up, routes, error handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api_adapter import errors
+from api_adapter.deps import Services
+from api_adapter.limits import BodyLimits
+from api_adapter.routes import batches, meta, requests
+from offpeak import __version__
+from offpeak.config import Settings, get_settings
+from offpeak.ingest import SealWriter
+from offpeak.registry import ModelRegistry
+from offpeak.state.db import Database
+from offpeak.storage import open_store
+
+log = logging.getLogger("offpeak.api")
+
+
+def open_services(settings: Settings) -> Services:
+    db = Database(settings.database_url or "")
+    store = open_store(settings)
+    writer = SealWriter(db, store, interval=settings.seal_interval, rows=settings.seal_rows)
+    return Services(settings, db, store, ModelRegistry.load(settings.models_path), writer)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API app; settings default to the environment's."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = open_services(settings)
+        services.writer.start()
+        app.state.services = services
+        log.info("offpeak API: database %s, storage %s", services.db.dialect, services.store.url)
+        try:
+            yield
+        finally:
+            services.writer.stop()
+            services.db.dispose()
+
+    app = FastAPI(
+        title="offpeak",
+        version=__version__,
+        description="Asynchronous LLM inference that runs when and where the grid is cleanest. "
+        "Speaks the EXXA batch API.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
+    errors.install(app)
+    for router in (requests.router, batches.router, meta.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,63 @@
+"""EXXA batch routes: create, list, read, status, cancel."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from api_adapter.deps import KeyDep, ServicesDep
+from api_adapter.streaming import PAGE, jsonl, paged
+from offpeak.clock import now
+from offpeak.schemas import BatchCreate, BatchObject, StatusObject
+from offpeak.state import batches as state
+from offpeak.state.keys import require_balance
+from offpeak.state.models import Batch
+from offpeak.state.requests import cancel_request
+from offpeak.views import batch_object, status_object
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+
+def _with_counts(services: ServicesDep, rows: list[Batch]) -> list[BatchObject]:
+    counts = state.request_counts(services.db, [b.id for b in rows])
+    return [batch_object(b, counts[b.id]) for b in rows]
+
+
+@router.post("", status_code=201, response_model=BatchObject)
+def create_batch(create: BatchCreate, key: KeyDep, services: ServicesDep) -> BatchObject:
+    """Group your requests into a batch: all of them or none (404/409 name the culprits)."""
+    require_balance(key, services.settings.min_balance_usd)
+    batch = state.create_batch(services.db, key.id, create, now())
+    return _with_counts(services, [batch])[0]
+
+
+@router.get("", response_class=StreamingResponse)
+def list_batches(key: KeyDep, services: ServicesDep) -> StreamingResponse:
+    """Your batches as JSONL, oldest first, with their request counts."""
+
+    def fetch(after: str | None) -> list[Batch]:
+        return state.list_batches(services.db, key.id, after=after, limit=PAGE)
+
+    return jsonl(_with_counts(services, list(page)) for page in paged(fetch))
+
+
+@router.get("/{batch_id}", response_model=BatchObject)
+def get_batch(batch_id: str, key: KeyDep, services: ServicesDep) -> BatchObject:
+    """One batch with its request counts."""
+    return _with_counts(services, [state.get_batch(services.db, key.id, batch_id)])[0]
+
+
+@router.get("/{batch_id}/status", response_model=StatusObject)
+def get_batch_status(batch_id: str, key: KeyDep, services: ServicesDep) -> StatusObject:
+    """A batch's status and timestamps."""
+    return status_object(state.get_batch(services.db, key.id, batch_id))
+
+
+@router.post("/{batch_id}/cancel", response_model=BatchObject | StatusObject)
+def cancel_batch(batch_id: str, key: KeyDep, services: ServicesDep) -> BatchObject | StatusObject:
+    """Cancel a batch and its unfinished requests; given a request id, cancel that request."""
+    if state.find_batch(services.db, key.id, batch_id) is None:
+        # EXXA's getting-started page cancels single requests through this route.
+        return status_object(cancel_request(services.db, key.id, batch_id, now()))
+    batch = state.cancel_batch(services.db, key.id, batch_id, now())
+    return _with_counts(services, [batch])[0]

@@ -1,0 +1,30 @@
+"""Service routes: served models and health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import text
+
+from api_adapter.deps import KeyDep, ServicesDep
+from offpeak.schemas import ModelCard
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/v1/models")
+def list_models(_key: KeyDep, services: ServicesDep) -> dict[str, Any]:
+    """The models served here, with their limits and prices per million tokens."""
+    cards = [
+        ModelCard(id=name, **spec.model_dump()) for name, spec in sorted(services.registry.models.items())
+    ]
+    return {"object": "list", "data": [card.model_dump() for card in cards]}
+
+
+@router.get("/healthz")
+def healthz(services: ServicesDep) -> dict[str, str]:
+    """Liveness and database reachability."""
+    with services.db.session() as session:
+        session.execute(text("SELECT 1"))
+    return {"status": "ok"}

@@ -1,0 +1,3 @@
+"""offpeak: off-peak LLM inference, run where and when the grid is cleanest."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,132 @@
+"""The `offpeak` command line: API keys, the API server, database upkeep."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from decimal import Decimal
+
+import click
+
+from offpeak.config import get_settings
+from offpeak.errors import OffpeakError
+from offpeak.state.db import Database
+
+
+def _db() -> Database:
+    return Database(get_settings().database_url or "")
+
+
+class _CleanErrors(click.Group):
+    """Report offpeak errors as one line and a non-zero exit, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except OffpeakError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_CleanErrors)
+@click.version_option(package_name="offpeak")
+def main() -> None:
+    """offpeak: off-peak LLM inference where and when the grid is cleanest."""
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="Who or what the key is for.")
+@click.option("--credits", "credits_usd", type=str, default="10", show_default=True,
+              help="Starting balance in USD.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object with `key`.")
+def keys_create(name: str, credits_usd: str, as_json: bool) -> None:
+    """Create a key; the secret is printed once and never stored."""
+    from offpeak.state.keys import create_key
+
+    try:
+        credits = Decimal(credits_usd)
+    except ArithmeticError:
+        raise click.BadParameter(f"{credits_usd!r} is not an amount", param_hint="--credits") from None
+    key, secret = create_key(_db(), name, credits)
+    if as_json:
+        click.echo(json.dumps({"id": key.id, "name": key.name, "key": secret,
+                               "credits_usd": float(key.credits_usd)}))
+    else:
+        click.echo(secret)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def keys_list(as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    from offpeak.state.keys import list_keys
+
+    for key in list_keys(_db()):
+        row = {"id": key.id, "name": key.name, "prefix": key.prefix,
+               "credits_usd": float(key.credits_usd), "created_at": key.created_at,
+               "revoked_at": key.revoked_at}
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            state = "revoked" if key.revoked_at else "active"
+            click.echo(f"{key.id}  {key.prefix}…  ${key.credits_usd:>10.2f}  {state:7}  {key.name}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by its id or printed prefix."""
+    from offpeak.state.keys import revoke_key
+
+    key = revoke_key(_db(), key_id)
+    click.echo(f"revoked {key.id} ({key.name})")
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to listen on [OFFPEAK_API_HOST].")
+@click.option("--port", type=int, default=None, help="Port to listen on [OFFPEAK_API_PORT].")
+def api(host: str | None, port: int | None) -> None:
+    """Run the HTTP API alone."""
+    import uvicorn
+
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        "api_adapter.app:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=settings.api_port if port is None else port,
+        log_level="info",
+        access_log=False,
+    )
+
+
+@main.group()
+def db() -> None:
+    """State database upkeep."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the state database to the current schema."""
+    database = _db()
+    click.echo(f"database at the current schema ({database.dialect})")
+
+
+@main.command()
+def seal() -> None:
+    """Seal every accepted request still waiting into Parquet segments."""
+    from offpeak.ingest import seal_all
+    from offpeak.storage import open_store
+
+    settings = get_settings()
+    results = seal_all(_db(), open_store(settings), settings.seal_rows)
+    for result in results:
+        click.echo(f"{result.rows:>7} rows -> {result.segment}")
+    click.echo(f"sealed {sum(r.rows for r in results)} requests into {len(results)} segments")

@@ -1,0 +1,111 @@
+"""Settings: one class, every field from an ``OFFPEAK_`` environment variable.
+
+Standard ``AWS_*`` variables are honoured for the S3 endpoint and region, so boto3,
+pyarrow and polars all see the same object store.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from offpeak.errors import ConfigError
+
+PACKAGED_MODELS = Path(__file__).parent / "defaults" / "models.yaml"
+
+
+class Settings(BaseSettings):
+    """Everything offpeak reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OFFPEAK_", extra="ignore", validate_default=True, populate_by_name=True
+    )
+
+    data_dir: Path = Field(
+        Path(".offpeak"),
+        description="Folder for local state: the SQLite database, the local object store, caches.",
+    )
+    storage_url: str | None = Field(
+        None,
+        description="Object storage root: `file:///path` for a local folder or "
+        "`s3://bucket/prefix`. Defaults to `file://<data_dir>/objects`.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "OFFPEAK_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"
+        ),
+        description="Endpoint of an S3-compatible server (MinIO, Ceph RGW, ...); "
+        "unset means AWS itself. Falls back to AWS_ENDPOINT_URL.",
+    )
+    s3_region: str = Field(
+        "us-east-1",
+        validation_alias=AliasChoices("OFFPEAK_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="S3 region. Falls back to AWS_REGION, then AWS_DEFAULT_REGION.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the state database: `sqlite:///path` or "
+        "`postgresql+psycopg://user@host/db`. Defaults to `<data_dir>/offpeak.db`.",
+    )
+    seal_interval: Annotated[float, Field(gt=0)] = Field(
+        2.0, description="Seconds between two seals of accepted requests into a Parquet segment."
+    )
+    seal_rows: Annotated[int, Field(gt=0)] = Field(
+        10_000, description="Seal at once when this many accepted requests wait unsealed."
+    )
+    api_host: str = Field("127.0.0.1", description="Interface the HTTP API listens on.")
+    api_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        8000, description="Port the HTTP API listens on (0 picks a free one)."
+    )
+    models_path: Path = Field(
+        PACKAGED_MODELS,
+        description="Path of models.yaml, the registry of served models and their prices.",
+    )
+    max_body_bytes: Annotated[int, Field(gt=0)] = Field(
+        4 * 1024 * 1024, description="Largest HTTP request body accepted, in bytes (else 413)."
+    )
+    min_balance_usd: Annotated[float, Field(ge=0)] = Field(
+        0.20, description="Minimum credit balance an API key needs to submit work (else 402)."
+    )
+
+    @model_validator(mode="after")
+    def _derive_and_check(self) -> Settings:
+        if self.storage_url is None:
+            self.storage_url = (self.data_dir / "objects").resolve().as_uri()
+        if not self.storage_url.startswith(("file://", "s3://")):
+            raise ValueError(f"storage_url must start with file:// or s3://, not {self.storage_url!r}")
+        if self.storage_url.startswith("s3://") and not self.storage_url[5:].strip("/"):
+            raise ValueError("storage_url s3:// needs a bucket name")
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{(self.data_dir / 'offpeak.db').resolve()}"
+        if not self.database_url.startswith(("sqlite", "postgresql")):
+            raise ValueError(
+                f"database_url must be a sqlite:// or postgresql+psycopg:// URL, "
+                f"not {self.database_url!r}"
+            )
+        if not self.models_path.is_file():
+            raise ValueError(f"models_path {self.models_path} is not a file")
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings, raising :class:`ConfigError` on a bad value."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"OFFPEAK_{'_'.join(str(p) for p in err['loc']).upper() or 'SETTINGS'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,80 @@
+"""The one exception tree of offpeak.
+
+Every error the core raises derives from :class:`OffpeakError` and carries a
+machine-readable ``code``. The edges (HTTP routes, CLI) translate these classes to
+status codes or exit messages; the core never knows about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class OffpeakError(Exception):
+    """Base class of every offpeak error."""
+
+    code = "offpeak_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(OffpeakError, ValueError):
+    """A setting or configuration file is invalid."""
+
+    code = "config_error"
+
+
+class InvalidInput(OffpeakError, ValueError):
+    """The caller sent something that cannot be accepted as it is."""
+
+    code = "invalid_input"
+
+
+class UnknownModel(InvalidInput):
+    """The requested model is not served here."""
+
+    code = "model_not_found"
+
+
+class AuthenticationError(OffpeakError, PermissionError):
+    """The API key is missing, unknown or revoked."""
+
+    code = "invalid_api_key"
+
+
+class InsufficientCredits(OffpeakError):
+    """The API key's balance is below the minimum needed to process requests."""
+
+    code = "insufficient_credits"
+
+
+class NotFound(OffpeakError, LookupError):
+    """An object does not exist, or belongs to another API key."""
+
+    code = "not_found"
+
+
+class Conflict(OffpeakError):
+    """The object is in a state that does not allow the operation."""
+
+    code = "conflict"
+
+
+class StorageError(OffpeakError, OSError):
+    """Object storage failed or refused an operation."""
+
+    code = "storage_error"
+
+
+class ObjectExists(StorageError, FileExistsError):
+    """A conditional create found the object already there."""
+
+    code = "object_exists"
+
+
+class ObjectNotFound(StorageError, FileNotFoundError):
+    """The object is not in storage."""
+
+    code = "object_not_found"

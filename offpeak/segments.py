@@ -1,0 +1,76 @@
+"""Parquet segments: sealed requests in object storage, schema derived from SegmentRow."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from offpeak.ids import new_id
+from offpeak.schemas import SegmentRow
+from offpeak.state.requests import UnsealedRow
+from offpeak.storage import ObjectStore
+
+_ARROW_TYPES: dict[Any, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+}
+
+
+def arrow_schema(model: type[BaseModel]) -> pa.Schema:
+    """The Arrow schema of a flat pydantic model (one column per field, none nullable)."""
+    fields = []
+    for name, info in model.model_fields.items():
+        if info.annotation not in _ARROW_TYPES:
+            raise TypeError(f"{model.__name__}.{name}: no Arrow type for {info.annotation!r}")
+        fields.append(pa.field(name, _ARROW_TYPES[info.annotation], nullable=False))
+    return pa.schema(fields)
+
+
+SEGMENT_SCHEMA = arrow_schema(SegmentRow)
+
+
+def segment_key(at: int, segment_id: str | None = None) -> str:
+    """Where a segment sealed at unix time ``at`` lives: partitioned by UTC date."""
+    day = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+    return f"requests/date={day}/{segment_id or new_id()}.parquet"
+
+
+def encode_segment(rows: Sequence[UnsealedRow]) -> bytes:
+    """Parquet bytes of ``rows`` in the segment schema (pure: no I/O)."""
+    columns = {
+        "id": [r.id for r in rows],
+        "key_id": [r.key_id for r in rows],
+        "model": [r.model for r in rows],
+        "created_at": [r.created_at for r in rows],
+        "expires_at": [r.expires_at for r in rows],
+        "request_body": [r.body for r in rows],
+        "metadata": [json.dumps(r.meta, separators=(",", ":")) for r in rows],
+    }
+    table = pa.Table.from_pydict(columns, schema=SEGMENT_SCHEMA)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def read_segment(store: ObjectStore, key: str, ids: Iterable[str] | None = None) -> pa.Table:
+    """A segment's rows, optionally only those with the given ids."""
+    table = pq.read_table(pa.BufferReader(store.get(key)), schema=SEGMENT_SCHEMA)
+    if ids is not None:
+        table = table.filter(pc.is_in(table["id"], value_set=pa.array(list(ids), pa.string())))
+    return table
+
+
+def read_bodies(store: ObjectStore, key: str, ids: Iterable[str]) -> dict[str, str]:
+    """Request bodies (JSON text) by id from one segment."""
+    table = read_segment(store, key, ids).select(["id", "request_body"])
+    return dict(zip(table["id"].to_pylist(), table["request_body"].to_pylist(), strict=True))

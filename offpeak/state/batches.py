@@ -1,0 +1,152 @@
+"""Batches in the state database: create (atomically claiming requests), read, cancel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, update
+
+from offpeak.errors import Conflict, NotFound
+from offpeak.ids import new_id
+from offpeak.schemas import BatchCreate, RequestCounts, Status
+from offpeak.state.db import Database
+from offpeak.state.models import Batch, Request
+from offpeak.state.requests import CANCELLABLE
+
+# Stay well under the bound-parameter limits of SQLite and PostgreSQL.
+ID_CHUNK = 5000
+SHOWN_IDS = 10
+
+
+def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
+    return [ids[i : i + ID_CHUNK] for i in range(0, len(ids), ID_CHUNK)]
+
+
+def _name(ids: list[str]) -> str:
+    more = f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else ""
+    return ", ".join(sorted(ids)[:SHOWN_IDS]) + more
+
+
+def create_batch(db: Database, key_id: str, create: BatchCreate, at: int) -> Batch:
+    """Create a batch of the caller's requests, all or nothing.
+
+    Unknown or foreign ids raise :class:`NotFound` naming them; requests already in
+    a batch raise :class:`Conflict`. The batch expires with its latest request.
+    """
+    ids = create.requests_ids
+    batch_id = new_id()
+    with db.session(write=True) as session:
+        found: dict[str, tuple[str | None, int]] = {}
+        for chunk in _chunks(ids):
+            rows = session.execute(
+                select(Request.id, Request.batch_id, Request.expires_at).where(
+                    Request.id.in_(chunk), Request.key_id == key_id
+                )
+            )
+            found.update({rid: (bid, exp) for rid, bid, exp in rows})
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise NotFound(f"requests not found: {_name(missing)}", code="request_not_found")
+        taken = [i for i, (bid, _) in found.items() if bid is not None]
+        if taken:
+            raise Conflict(
+                f"requests already in a batch: {_name(taken)}", code="request_already_in_batch"
+            )
+        batch = Batch(
+            id=batch_id,
+            key_id=key_id,
+            status=Status.REGISTERED.value,
+            meta=create.metadata or {},
+            webhook=str(create.webhook) if create.webhook else None,
+            created_at=at,
+            expires_at=max(exp for _, exp in found.values()),
+        )
+        session.add(batch)
+        session.flush()
+        claimed = 0
+        for chunk in _chunks(ids):
+            result = session.execute(
+                update(Request)
+                .where(Request.id.in_(chunk), Request.key_id == key_id, Request.batch_id.is_(None))
+                .values(batch_id=batch_id)
+            )
+            claimed += result.rowcount  # type: ignore[attr-defined]
+        if claimed != len(ids):
+            # Another batch claimed some of them between our read and our update.
+            raise Conflict("requests were added to another batch meanwhile; retry",
+                           code="request_already_in_batch")
+    return batch
+
+
+def get_batch(db: Database, key_id: str, batch_id: str) -> Batch:
+    with db.session() as session:
+        batch = session.scalar(select(Batch).where(Batch.id == batch_id, Batch.key_id == key_id))
+    if batch is None:
+        raise NotFound(f"batch {batch_id} not found", code="batch_not_found")
+    return batch
+
+
+def find_batch(db: Database, key_id: str, batch_id: str) -> Batch | None:
+    try:
+        return get_batch(db, key_id, batch_id)
+    except NotFound:
+        return None
+
+
+def list_batches(
+    db: Database, key_id: str, *, after: str | None = None, limit: int = 1000
+) -> list[Batch]:
+    query = select(Batch).where(Batch.key_id == key_id)
+    if after:
+        query = query.where(Batch.id > after)
+    with db.session() as session:
+        return list(session.scalars(query.order_by(Batch.id).limit(limit)))
+
+
+def request_counts(db: Database, batch_ids: Sequence[str]) -> dict[str, RequestCounts]:
+    """Requests per status for each batch."""
+    counts = {bid: RequestCounts() for bid in batch_ids}
+    with db.session() as session:
+        for chunk in _chunks(list(batch_ids)):
+            rows = session.execute(
+                select(Request.batch_id, Request.status, func.count())
+                .where(Request.batch_id.in_(chunk))
+                .group_by(Request.batch_id, Request.status)
+            )
+            for bid, status, n in rows:
+                setattr(counts[bid], status, n)
+                counts[bid].total += n
+    return counts
+
+
+def cancel_batch(db: Database, key_id: str, batch_id: str, at: int) -> Batch:
+    """Cancel a batch and every request of it not yet final, in one transaction."""
+    with db.session() as session:
+        result = session.execute(
+            update(Batch)
+            .where(
+                Batch.id == batch_id,
+                Batch.key_id == key_id,
+                Batch.status.in_([s.value for s in CANCELLABLE]),
+            )
+            .values(status=Status.CANCELLED.value, ended_at=at)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            session.execute(
+                update(Request)
+                .where(
+                    Request.batch_id == batch_id,
+                    Request.status.in_([s.value for s in CANCELLABLE]),
+                )
+                .values(status=Status.CANCELLED.value, ended_at=at)
+            )
+            cancelled = True
+        else:
+            cancelled = False
+    batch = get_batch(db, key_id, batch_id)
+    if not cancelled:
+        raise Conflict(
+            f"batch {batch_id} is already {batch.status} and cannot be cancelled",
+            code="batch_not_cancellable",
+        )
+    return batch

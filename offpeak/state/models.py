@@ -1,0 +1,84 @@
+"""SQLAlchemy models of the control-plane state: API keys, requests, batches."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, Numeric, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID = String(24)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ApiKey(Base):
+    """An API key; only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    credits_usd: Mapped[Decimal] = mapped_column(Numeric(16, 6))
+    created_at: Mapped[int] = mapped_column(Integer)
+    revoked_at: Mapped[int | None] = mapped_column(Integer)
+
+
+class Batch(Base):
+    """A group of requests that share a status and a results file."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    webhook: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[int] = mapped_column(Integer)
+    in_progress_at: Mapped[int | None] = mapped_column(Integer)
+    ended_at: Mapped[int | None] = mapped_column(Integer)
+    results_key: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_batches_key_id", "key_id", "id"),)
+
+
+class Request(Base):
+    """One chat request. Its body lives here only until it is sealed into a segment."""
+
+    __tablename__ = "requests"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(200))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    webhook: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    body: Mapped[str | None] = mapped_column(Text)
+    segment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[int] = mapped_column(Integer)
+    in_progress_at: Mapped[int | None] = mapped_column(Integer)
+    ended_at: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_requests_key_id", "key_id", "id"),
+        Index("ix_requests_batch_id", "batch_id"),
+        Index("ix_requests_status", "status", "model"),
+        # The writer's work queue: rows accepted but not yet in a Parquet segment.
+        Index(
+            "ix_requests_unsealed",
+            "id",
+            sqlite_where=text("segment IS NULL"),
+            postgresql_where=text("segment IS NULL"),
+        ),
+    )

@@ -1,0 +1,156 @@
+"""Requests in the state database: insert, read, list, cancel, and the sealing queue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from offpeak.errors import Conflict, NotFound
+from offpeak.ids import new_id
+from offpeak.schemas import RequestCreate, Status, window_seconds
+from offpeak.state.db import Database
+from offpeak.state.models import Request
+
+CANCELLABLE = (Status.REGISTERED, Status.IN_PROGRESS)
+
+
+def new_request_row(key_id: str, create: RequestCreate, created_at: int) -> dict[str, Any]:
+    """The row to insert for an accepted request (pure: no I/O)."""
+    body = create.request_body
+    return {
+        "id": new_id(),
+        "key_id": key_id,
+        "batch_id": None,
+        "status": Status.REGISTERED.value,
+        "model": body.model,
+        "completion_window": create.completion_window,
+        "webhook": str(create.webhook) if create.webhook else None,
+        "meta": create.metadata or {},
+        "body": body.model_dump_json(by_alias=True, exclude_none=True),
+        "segment": None,
+        "created_at": created_at,
+        "expires_at": created_at + window_seconds(create.completion_window),
+        "in_progress_at": None,
+        "ended_at": None,
+        "error_code": None,
+        "error_message": None,
+    }
+
+
+def insert_requests(db: Database, rows: Sequence[dict[str, Any]]) -> None:
+    """Commit accepted requests; when this returns they are durable."""
+    if rows:
+        with db.session() as session:
+            session.execute(insert(Request), list(rows))
+
+
+def get_request(db: Database, key_id: str, request_id: str) -> Request:
+    """The caller's request, or :class:`NotFound` (also for another key's request)."""
+    with db.session() as session:
+        row = session.scalar(
+            select(Request).where(Request.id == request_id, Request.key_id == key_id)
+        )
+    if row is None:
+        raise NotFound(f"request {request_id} not found", code="request_not_found")
+    return row
+
+
+def list_requests(
+    db: Database,
+    key_id: str,
+    *,
+    after: str | None = None,
+    limit: int = 1000,
+    batch_id: str | None = None,
+    status: Status | None = None,
+) -> list[Request]:
+    """One page of the caller's requests in id (creation) order, after ``after``."""
+    query = select(Request).where(Request.key_id == key_id)
+    if after:
+        query = query.where(Request.id > after)
+    if batch_id:
+        query = query.where(Request.batch_id == batch_id)
+    if status:
+        query = query.where(Request.status == status.value)
+    with db.session() as session:
+        return list(session.scalars(query.order_by(Request.id).limit(limit)))
+
+
+def cancel_request(db: Database, key_id: str, request_id: str, at: int) -> Request:
+    """Cancel a request not yet final (compare-and-set on its status)."""
+    with db.session() as session:
+        result = session.execute(
+            update(Request)
+            .where(
+                Request.id == request_id,
+                Request.key_id == key_id,
+                Request.status.in_([s.value for s in CANCELLABLE]),
+            )
+            .values(status=Status.CANCELLED.value, ended_at=at)
+        )
+        cancelled = result.rowcount == 1  # type: ignore[attr-defined]
+    row = get_request(db, key_id, request_id)
+    if not cancelled:
+        raise Conflict(
+            f"request {request_id} is already {row.status} and cannot be cancelled",
+            code="request_not_cancellable",
+        )
+    return row
+
+
+@dataclass(frozen=True)
+class UnsealedRow:
+    id: str
+    key_id: str
+    model: str
+    created_at: int
+    expires_at: int
+    body: str
+    meta: dict[str, Any]
+
+
+def unsealed_requests(session: Session, limit: int, *, lock: bool = False) -> list[UnsealedRow]:
+    """The oldest accepted requests not yet sealed into a segment.
+
+    ``lock=True`` (PostgreSQL) locks them for this transaction and skips rows another
+    writer holds, so two API processes never seal the same rows.
+    """
+    query = (
+        select(
+            Request.id,
+            Request.key_id,
+            Request.model,
+            Request.created_at,
+            Request.expires_at,
+            Request.body,
+            Request.meta,
+        )
+        .where(Request.segment.is_(None))
+        .order_by(Request.id)
+        .limit(limit)
+    )
+    if lock:
+        query = query.with_for_update(skip_locked=True)
+    return [UnsealedRow(*row) for row in session.execute(query)]
+
+
+def mark_sealed(session: Session, ids: Sequence[str], segment: str) -> int:
+    """Point rows at their segment and drop their bodies from the database.
+
+    Only rows still unsealed are touched: the segment pointer in the database is the
+    one source of truth, so a segment written twice after a crash is harmless.
+    """
+    total = 0
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        result = session.execute(
+            update(Request)
+            .where(Request.id.in_(chunk), Request.segment.is_(None))
+            .values(segment=segment, body=None)
+        )
+        total += result.rowcount  # type: ignore[attr-defined]
+    return total

@@ -1,0 +1,58 @@
+"""API objects built from state rows; request bodies come from their segments."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+
+from offpeak.schemas import BatchObject, ErrorInfo, RequestCounts, RequestObject, StatusObject
+from offpeak.segments import read_bodies
+from offpeak.state.models import Batch, Request
+from offpeak.storage import ObjectStore
+
+
+def status_object(row: Request | Batch) -> StatusObject:
+    return StatusObject(
+        id=row.id,
+        status=row.status,  # type: ignore[arg-type]
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        in_progress_at=row.in_progress_at,
+        ended_at=row.ended_at,
+    )
+
+
+def request_object(row: Request, body: str | None) -> RequestObject:
+    return RequestObject(
+        **status_object(row).model_dump(),
+        metadata=row.meta,
+        request_body=json.loads(body) if body else None,
+        error=ErrorInfo(code=row.error_code, message=row.error_message or "")
+        if row.error_code
+        else None,
+        completion_window=row.completion_window,
+        webhook=row.webhook,
+        batch_id=row.batch_id,
+    )
+
+
+def request_objects(store: ObjectStore, rows: Sequence[Request]) -> list[RequestObject]:
+    """Full objects for ``rows``, reading each needed segment once."""
+    wanted: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        if row.body is None and row.segment:
+            wanted[row.segment].append(row.id)
+    bodies: dict[str, str] = {}
+    for segment, ids in wanted.items():
+        bodies.update(read_bodies(store, segment, ids))
+    return [request_object(row, row.body or bodies.get(row.id)) for row in rows]
+
+
+def batch_object(batch: Batch, counts: RequestCounts) -> BatchObject:
+    return BatchObject(
+        **status_object(batch).model_dump(),
+        metadata=batch.meta,
+        webhook=batch.webhook,
+        request_counts=counts,
+    )
