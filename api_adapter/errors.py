@@ -44,7 +44,9 @@ async def _offpeak_error(_request: Request, exc: Exception) -> JSONResponse:
         # Keep FastAPI's validation shape, so clients parse one format for every 422.
         detail: object = [{"loc": ["body"], "msg": exc.message, "type": exc.code}]
         if isinstance(exc, errors.UnknownModel):
-            detail = [{"loc": ["body", "request_body", "model"], "msg": exc.message, "type": exc.code}]
+            detail = [
+                {"loc": ["body", "request_body", "model"], "msg": exc.message, "type": exc.code}
+            ]
         return error_response(422, exc.code, detail)
     return error_response(status, exc.code, exc.message)
 
@@ -59,7 +61,9 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), exc.detail)
+    return error_response(
+        exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), exc.detail
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,7 +16,10 @@ async def _reply(send: Send, status: int, code: str, detail: str) -> None:
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -36,15 +40,23 @@ class BodyLimits:
         length = headers.get(b"content-length")
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"")
         if length is not None and int(length) > self.max_bytes:
-            await _reply(send, 413, "payload_too_large",
-                         f"request body of {int(length)} bytes exceeds the {self.max_bytes}-byte limit")
+            await _reply(
+                send,
+                413,
+                "payload_too_large",
+                f"request body of {int(length)} bytes exceeds the {self.max_bytes}-byte limit",
+            )
             return
         has_body = chunked or (length is not None and int(length) > 0)
         media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if has_body and not (media == b"application/json" or media.endswith(b"+json")):
             shown = media.decode(errors="replace") or "none"
-            await _reply(send, 415, "unsupported_media_type",
-                         f"request bodies must be application/json, not {shown}")
+            await _reply(
+                send,
+                415,
+                "unsupported_media_type",
+                f"request bodies must be application/json, not {shown}",
+            )
             return
         if not chunked:
             await self.app(scope, receive, send)

@@ -42,8 +42,14 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--name", required=True, help="Who or what the key is for.")
-@click.option("--credits", "credits_usd", type=str, default="10", show_default=True,
-              help="Starting balance in USD.")
+@click.option(
+    "--credits",
+    "credits_usd",
+    type=str,
+    default="10",
+    show_default=True,
+    help="Starting balance in USD.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object with `key`.")
 def keys_create(name: str, credits_usd: str, as_json: bool) -> None:
     """Create a key; the secret is printed once and never stored."""
@@ -52,11 +58,21 @@ def keys_create(name: str, credits_usd: str, as_json: bool) -> None:
     try:
         credits = Decimal(credits_usd)
     except ArithmeticError:
-        raise click.BadParameter(f"{credits_usd!r} is not an amount", param_hint="--credits") from None
+        raise click.BadParameter(
+            f"{credits_usd!r} is not an amount", param_hint="--credits"
+        ) from None
     key, secret = create_key(_db(), name, credits)
     if as_json:
-        click.echo(json.dumps({"id": key.id, "name": key.name, "key": secret,
-                               "credits_usd": float(key.credits_usd)}))
+        click.echo(
+            json.dumps(
+                {
+                    "id": key.id,
+                    "name": key.name,
+                    "key": secret,
+                    "credits_usd": float(key.credits_usd),
+                }
+            )
+        )
     else:
         click.echo(secret)
 
@@ -68,9 +84,14 @@ def keys_list(as_json: bool) -> None:
     from offpeak.state.keys import list_keys
 
     for key in list_keys(_db()):
-        row = {"id": key.id, "name": key.name, "prefix": key.prefix,
-               "credits_usd": float(key.credits_usd), "created_at": key.created_at,
-               "revoked_at": key.revoked_at}
+        row = {
+            "id": key.id,
+            "name": key.name,
+            "prefix": key.prefix,
+            "credits_usd": float(key.credits_usd),
+            "created_at": key.created_at,
+            "revoked_at": key.revoked_at,
+        }
         if as_json:
             click.echo(json.dumps(row))
         else:
@@ -96,7 +117,9 @@ def api(host: str | None, port: int | None) -> None:
     import uvicorn
 
     settings = get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(
         "api_adapter.app:create_app",
         factory=True,

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from offpeak.errors import ConfigError
@@ -73,23 +73,41 @@ class Settings(BaseSettings):
         0.20, description="Minimum credit balance an API key needs to submit work (else 402)."
     )
 
+    # Checks are field validators so an error names its variable (OFFPEAK_STORAGE_URL),
+    # not the whole settings object; defaults are derived afterwards and always valid.
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_scheme(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        if not url.startswith(("file://", "s3://")):
+            raise ValueError(f"storage_url must start with file:// or s3://, not {url!r}")
+        if url.startswith("s3://") and not url[5:].strip("/"):
+            raise ValueError("storage_url s3:// needs a bucket name")
+        return url
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("sqlite", "postgresql")):
+            raise ValueError(
+                f"database_url must be a sqlite:// or postgresql+psycopg:// URL, not {url!r}"
+            )
+        return url
+
+    @field_validator("models_path")
+    @classmethod
+    def _models_file(cls, path: Path) -> Path:
+        if not path.is_file():
+            raise ValueError(f"models_path {path} is not a file")
+        return path
+
     @model_validator(mode="after")
-    def _derive_and_check(self) -> Settings:
+    def _derive_defaults(self) -> Settings:
         if self.storage_url is None:
             self.storage_url = (self.data_dir / "objects").resolve().as_uri()
-        if not self.storage_url.startswith(("file://", "s3://")):
-            raise ValueError(f"storage_url must start with file:// or s3://, not {self.storage_url!r}")
-        if self.storage_url.startswith("s3://") and not self.storage_url[5:].strip("/"):
-            raise ValueError("storage_url s3:// needs a bucket name")
         if self.database_url is None:
             self.database_url = f"sqlite:///{(self.data_dir / 'offpeak.db').resolve()}"
-        if not self.database_url.startswith(("sqlite", "postgresql")):
-            raise ValueError(
-                f"database_url must be a sqlite:// or postgresql+psycopg:// URL, "
-                f"not {self.database_url!r}"
-            )
-        if not self.models_path.is_file():
-            raise ValueError(f"models_path {self.models_path} is not a file")
         return self
 
 

@@ -93,10 +93,11 @@ class SealWriter:
 
     def _run(self) -> None:
         while True:
+            # Clear before reading the stop flag, so a stop() in between is not lost.
+            self._wake.clear()
             stopping = self._stopping.is_set()
             with self._lock:
                 self._accepted = 0
-            self._wake.clear()
             try:
                 self.sealed_rows += sum(r.rows for r in seal_all(self.db, self.store, self.rows))
             except OffpeakError as exc:

@@ -43,7 +43,9 @@ class ModelRegistry:
             return self.models[name]
         except KeyError:
             available = ", ".join(sorted(self.models))
-            raise UnknownModel(f"model {name!r} is not served here; available: {available}") from None
+            raise UnknownModel(
+                f"model {name!r} is not served here; available: {available}"
+            ) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self.models

@@ -6,7 +6,14 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 
-from offpeak.schemas import BatchObject, ErrorInfo, RequestCounts, RequestObject, StatusObject
+from offpeak.schemas import (
+    BatchObject,
+    ErrorInfo,
+    RequestCounts,
+    RequestObject,
+    Status,
+    StatusObject,
+)
 from offpeak.segments import read_bodies
 from offpeak.state.models import Batch, Request
 from offpeak.storage import ObjectStore
@@ -15,7 +22,7 @@ from offpeak.storage import ObjectStore
 def status_object(row: Request | Batch) -> StatusObject:
     return StatusObject(
         id=row.id,
-        status=row.status,  # type: ignore[arg-type]
+        status=Status(row.status),
         created_at=row.created_at,
         expires_at=row.expires_at,
         in_progress_at=row.in_progress_at,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from api_adapter.deps import KeyDep, ServicesDep
-from api_adapter.streaming import PAGE, jsonl, paged
+from api_adapter.streaming import JSONL, PAGE, jsonl, paged
 from offpeak.clock import now
-from offpeak.schemas import BatchCreate, BatchObject, StatusObject
+from offpeak.errors import Conflict
+from offpeak.schemas import BatchCreate, BatchObject, Status, StatusObject
 from offpeak.state import batches as state
 from offpeak.state.keys import require_balance
 from offpeak.state.models import Batch
@@ -51,6 +53,23 @@ def get_batch(batch_id: str, key: KeyDep, services: ServicesDep) -> BatchObject:
 def get_batch_status(batch_id: str, key: KeyDep, services: ServicesDep) -> StatusObject:
     """A batch's status and timestamps."""
     return status_object(state.get_batch(services.db, key.id, batch_id))
+
+
+@router.get("/{batch_id}/results", response_class=StreamingResponse)
+def get_batch_results(batch_id: str, key: KeyDep, services: ServicesDep) -> StreamingResponse:
+    """The batch's results as JSONL, one full request object per line (once completed)."""
+    batch = state.get_batch(services.db, key.id, batch_id)
+    if batch.status != Status.COMPLETED or not batch.results_key:
+        raise Conflict(
+            f"batch {batch_id} is {batch.status}; its results are available once it is completed",
+            code="batch_not_completed",
+        )
+    stream = services.store.open(batch.results_key)
+    return StreamingResponse(
+        iter(lambda: stream.read(1 << 16), b""),
+        media_type=JSONL,
+        background=BackgroundTask(stream.close),
+    )
 
 
 @router.post("/{batch_id}/cancel", response_model=BatchObject | StatusObject)

@@ -17,7 +17,8 @@ router = APIRouter(tags=["service"])
 def list_models(_key: KeyDep, services: ServicesDep) -> dict[str, Any]:
     """The models served here, with their limits and prices per million tokens."""
     cards = [
-        ModelCard(id=name, **spec.model_dump()) for name, spec in sorted(services.registry.models.items())
+        ModelCard(id=name, **spec.model_dump())
+        for name, spec in sorted(services.registry.models.items())
     ]
     return {"object": "list", "data": [card.model_dump() for card in cards]}
 

@@ -73,8 +73,10 @@ def create_batch(db: Database, key_id: str, create: BatchCreate, at: int) -> Bat
             claimed += result.rowcount  # type: ignore[attr-defined]
         if claimed != len(ids):
             # Another batch claimed some of them between our read and our update.
-            raise Conflict("requests were added to another batch meanwhile; retry",
-                           code="request_already_in_batch")
+            raise Conflict(
+                "requests were added to another batch meanwhile; retry",
+                code="request_already_in_batch",
+            )
     return batch
 
 
@@ -114,8 +116,9 @@ def request_counts(db: Database, batch_ids: Sequence[str]) -> dict[str, RequestC
                 .group_by(Request.batch_id, Request.status)
             )
             for bid, status, n in rows:
-                setattr(counts[bid], status, n)
-                counts[bid].total += n
+                batch_counts = counts[str(bid)]
+                setattr(batch_counts, status, n)
+                batch_counts.total += n
     return counts
 
 

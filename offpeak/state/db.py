@@ -44,7 +44,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            pool_size=8,
+            pool_size=40,
             max_overflow=32,
         )
         event.listen(engine, "connect", _sqlite_connect)

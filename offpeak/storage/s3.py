@@ -15,7 +15,9 @@ from offpeak.errors import ObjectExists, ObjectNotFound, StorageError
 from offpeak.storage.base import ObjectStore, check_key
 
 # Multipart above 16 MiB, in 16 MiB parts, 4 at a time.
-TRANSFER = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20, max_concurrency=4)
+TRANSFER = TransferConfig(
+    multipart_threshold=16 << 20, multipart_chunksize=16 << 20, max_concurrency=4
+)
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 
@@ -27,7 +29,9 @@ def _code(exc: ClientError) -> str:
 class S3Store(ObjectStore):
     """Objects under ``s3://bucket/prefix``."""
 
-    def __init__(self, url: str, *, endpoint_url: str | None = None, region: str | None = None) -> None:
+    def __init__(
+        self, url: str, *, endpoint_url: str | None = None, region: str | None = None
+    ) -> None:
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -56,28 +60,42 @@ class S3Store(ObjectStore):
             self.client.create_bucket(Bucket=self.bucket)
 
     def put(self, key: str, data: bytes) -> None:
-        self._call("put", key, lambda k: self.client.put_object(Bucket=self.bucket, Key=k, Body=data))
+        self._call(
+            "put", key, lambda k: self.client.put_object(Bucket=self.bucket, Key=k, Body=data)
+        )
 
     def create(self, key: str, data: bytes) -> None:
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
+            )
         except ClientError as exc:
             if _code(exc) in _PRECONDITION:
                 raise ObjectExists(f"object {key} already exists") from None
             raise StorageError(f"cannot create {key}: {exc}") from exc
 
     def put_file(self, key: str, path: Path) -> None:
-        self._call("upload", key, lambda k: self.client.upload_file(str(path), self.bucket, k, Config=TRANSFER))
+        self._call(
+            "upload",
+            key,
+            lambda k: self.client.upload_file(str(path), self.bucket, k, Config=TRANSFER),
+        )
 
     def put_stream(self, key: str, stream: BinaryIO) -> None:
-        self._call("upload", key, lambda k: self.client.upload_fileobj(stream, self.bucket, k, Config=TRANSFER))
+        self._call(
+            "upload",
+            key,
+            lambda k: self.client.upload_fileobj(stream, self.bucket, k, Config=TRANSFER),
+        )
 
     def get(self, key: str) -> bytes:
         with self.open(key) as body:
             return body.read()
 
     def open(self, key: str) -> BinaryIO:
-        response = self._call("get", key, lambda k: self.client.get_object(Bucket=self.bucket, Key=k))
+        response = self._call(
+            "get", key, lambda k: self.client.get_object(Bucket=self.bucket, Key=k)
+        )
         return cast(BinaryIO, response["Body"])
 
     def exists(self, key: str) -> bool:
@@ -91,7 +109,9 @@ class S3Store(ObjectStore):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=full
+        )
         try:
             for page in pages:
                 for item in page.get("Contents", []):
@@ -106,7 +126,9 @@ class S3Store(ObjectStore):
         return cast(
             str,
             self.client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_in
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._key(key)},
+                ExpiresIn=expires_in,
             ),
         )
 

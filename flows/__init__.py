@@ -1,0 +1,1 @@
+"""Prefect flows: scheduler, inference, publish. They compose the tasks in `tasks/`."""

@@ -1,0 +1,1 @@
+"""Prefect tasks: small named verbs over the offpeak core, with their retry policies."""

@@ -1,0 +1,85 @@
+"""Session-wide real services and the fixtures built on them."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from offpeak.config import Settings, load_settings
+from offpeak.state.db import Database
+from offpeak.storage import LocalStore, ObjectStore, S3Store
+from tests.utils.services import moto_server, postgres_server
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 server over HTTP (moto), or OFFPEAK_TEST_S3_ENDPOINT."""
+    if given := os.environ.get("OFFPEAK_TEST_S3_ENDPOINT"):
+        yield given
+        return
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def postgres_root() -> Iterator[str]:
+    """A PostgreSQL server URL without a database, or OFFPEAK_TEST_POSTGRES_URL."""
+    if given := os.environ.get("OFFPEAK_TEST_POSTGRES_URL"):
+        yield given.rstrip("/")
+        return
+    with postgres_server() as url:
+        yield url
+
+
+def new_postgres_database(root: str) -> str:
+    """A fresh, empty database on the test server; returns its SQLAlchemy URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    plain = root.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(f"{plain}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{root}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh state database URL, on each backend in turn."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return new_postgres_database(request.getfixturevalue("postgres_root"))
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+def new_s3_url() -> str:
+    return f"s3://offpeak-{uuid.uuid4().hex[:10]}/data"
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    """An empty object store, on each backend in turn."""
+    if request.param == "local":
+        return LocalStore(tmp_path / "objects")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    s3 = S3Store(new_s3_url(), endpoint_url=endpoint, region="us-east-1")
+    s3.ensure_bucket()
+    return s3
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Embedded-default settings inside a temporary data folder."""
+    return load_settings(data_dir=tmp_path / "data")

@@ -1,0 +1,43 @@
+from pathlib import Path
+
+import pytest
+
+from offpeak.config import PACKAGED_MODELS
+from offpeak.errors import ConfigError, InvalidInput, UnknownModel
+from offpeak.registry import ModelRegistry
+from tests.utils.factories import MODEL
+
+
+def test_packaged_registry_serves_the_exxa_models() -> None:
+    registry = ModelRegistry.load(PACKAGED_MODELS)
+    assert MODEL in registry
+    spec = registry.get(MODEL)
+    assert spec.max_completion_tokens <= spec.context_length
+
+
+def test_unknown_model_is_refused_listing_the_served_ones() -> None:
+    registry = ModelRegistry.load(PACKAGED_MODELS)
+    with pytest.raises(UnknownModel, match=MODEL) as caught:
+        registry.get("gpt-17")
+    assert caught.value.code == "model_not_found"
+    assert isinstance(caught.value, InvalidInput)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "models: {}\n",
+        "models:\n  m:\n    context_length: 0\n",
+        "not: [valid\n",
+    ],
+)
+def test_invalid_registry_file_raises_config_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=str(path)):
+        ModelRegistry.load(path)
+
+
+def test_missing_registry_file_raises_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        ModelRegistry.load(tmp_path / "absent.yaml")
