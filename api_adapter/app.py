@@ -16,6 +16,7 @@ from offpeak import __version__
 from offpeak.config import Settings, get_settings
 from offpeak.ingest import SealWriter
 from offpeak.registry import ModelRegistry
+from offpeak.state.committer import GroupCommitter
 from offpeak.state.db import Database
 from offpeak.storage import open_store
 
@@ -26,7 +27,10 @@ def open_services(settings: Settings) -> Services:
     db = Database(settings.database_url or "")
     store = open_store(settings)
     writer = SealWriter(db, store, interval=settings.seal_interval, rows=settings.seal_rows)
-    return Services(settings, db, store, ModelRegistry.load(settings.models_path), writer)
+    committer = GroupCommitter(db, on_commit=writer.accepted)
+    return Services(
+        settings, db, store, ModelRegistry.load(settings.models_path), writer, committer
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # Commit what is queued before the writer's last seal picks it up.
+            await services.committer.close()
             services.writer.stop()
             services.db.dispose()
 

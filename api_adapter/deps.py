@@ -5,14 +5,17 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+from starlette.concurrency import run_in_threadpool
 
 from offpeak.config import Settings
 from offpeak.ingest import SealWriter
 from offpeak.registry import ModelRegistry
 from offpeak.state import keys
+from offpeak.state.committer import GroupCommitter
 from offpeak.state.db import Database
 from offpeak.state.models import ApiKey
 from offpeak.storage import ObjectStore
@@ -28,12 +31,17 @@ class AuthCache:
     _entries: dict[str, tuple[float, ApiKey]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def cached(self, secret: str | None) -> ApiKey | None:
+        """The key for ``secret`` if it authenticated less than ``ttl`` seconds ago."""
+        if not secret:
+            return None
+        with self._lock:
+            hit = self._entries.get(secret)
+        return hit[1] if hit and hit[0] > time.monotonic() else None
+
     def authenticate(self, db: Database, secret: str | None) -> ApiKey:
-        if secret:
-            with self._lock:
-                hit = self._entries.get(secret)
-            if hit and hit[0] > time.monotonic():
-                return hit[1]
+        if (key := self.cached(secret)) is not None:
+            return key
         key = keys.authenticate(db, secret)
         with self._lock:
             if len(self._entries) > 10_000:
@@ -51,10 +59,11 @@ class Services:
     store: ObjectStore
     registry: ModelRegistry
     writer: SealWriter
+    committer: GroupCommitter
     auth: AuthCache = field(default_factory=AuthCache)
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -62,12 +71,26 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def current_key(
-    services: ServicesDep,
-    x_api_key: Annotated[str | None, Header(description="Your API key.")] = None,
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your API key.")
+# For routes that read the key themselves: the same scheme in their OpenAPI entry.
+API_KEY_SECURITY: dict[str, Any] = {"security": [{api_key_header.scheme_name: []}]}
+
+
+async def authenticate(services: Services, secret: str | None) -> ApiKey:
+    """The API key for ``secret`` (401 when missing, unknown or revoked).
+
+    A cache hit costs no trip through the thread pool; a miss reads the database there.
+    """
+    if (key := services.auth.cached(secret)) is not None:
+        return key
+    return await run_in_threadpool(services.auth.authenticate, services.db, secret)
+
+
+async def current_key(
+    services: ServicesDep, x_api_key: Annotated[str | None, Depends(api_key_header)]
 ) -> ApiKey:
-    """The API key sending this call (401 when missing, unknown or revoked)."""
-    return services.auth.authenticate(services.db, x_api_key)
+    """The API key sending this call."""
+    return await authenticate(services, x_api_key)
 
 
 KeyDep = Annotated[ApiKey, Depends(current_key)]

@@ -1,9 +1,8 @@
 """The baseline for bench/ingest.py: FastAPI validating the same body, persisting nothing.
 
-Its one route parses `POST /v1/requests` into :class:`offpeak.schemas.RequestCreate`
-and answers 201 with the same :class:`StatusObject` our API returns, so the difference
-between the two servers is what offpeak adds: auth, limits, the registry check and the
-durable commit.
+Its one route is declared like the real one (async, `RequestCreate` body, 201 with a
+`StatusObject`), so the difference between the two servers is what offpeak adds:
+the key check, the body limits, the model registry and the durable commit.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ app = FastAPI(title="bare")
 
 
 @app.post("/v1/requests", status_code=201, response_model=StatusObject)
-def create_request(create: RequestCreate) -> StatusObject:
+async def create_request(create: RequestCreate) -> StatusObject:
     """Validate the body and answer like the real route, storing nothing."""
     created_at = now()
     return StatusObject(

@@ -5,17 +5,20 @@ loop and HTTP implementation) and the same load generator:
 
 (a) offpeak's API on its embedded defaults (SQLite + local folder store, fresh data
     folder, a key created first), and
-(b) bench/bare_app.py: FastAPI validating the same body model and persisting nothing.
+(b) bench/bare_app.py: FastAPI validating the same body model, persisting nothing.
 
-It prints requests/s, p50/p99 latency and errors for both and their ratio (target
-a/b >= 0.5). It then stops (a) cleanly, so its shutdown seals what is left, and checks
-that every acknowledged request id is in a Parquet segment (exit 1 if any is lost).
-Last, it times sealing alone: rows inserted straight into a fresh SQLite database,
-then `seal_all` into a local folder store.
+Both servers run at once as subprocesses and take turns, round by round, so a busy
+neighbour on the machine slows both alike; after each turn of (a) the run waits one
+seal interval, so (a)'s writer does not seal during (b)'s turn. It prints requests/s,
+p50/p99 latency, errors and server CPU per request for both, and the ratio a/b
+(target >= 0.5). It then stops (a) cleanly, so its shutdown seals what is left, and
+checks that every acknowledged request id is in a Parquet segment (exit 1 if any is
+lost). Last, it times sealing alone: rows inserted straight into a fresh SQLite
+database, then `seal_all` into a local folder store.
 
-The servers run as subprocesses; the load generator is this process: keep-alive
-HTTP/1.1 connections on asyncio streams, one per simulated client, with the request
-bytes built before the clock starts, so the client costs far less than either server.
+The load generator is this process: keep-alive HTTP/1.1 connections on asyncio
+streams, one per simulated client, with every request's bytes built before the clock
+starts, so the client costs far less than either server.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ from offpeak.storage import LocalStore
 HOST = "127.0.0.1"
 PATH = "/v1/requests"
 BENCH_DIR = Path(__file__).resolve().parent
-VENV_BIN = Path(sys.executable).parent
+OURS_APP = ["--factory", "api_adapter.app:create_app"]
+BARE_APP = ["--app-dir", str(BENCH_DIR), "bare_app:app"]
 # Both servers get exactly these settings; only the application differs.
 UVICORN_ARGS = [
     "--workers", "1",
@@ -59,6 +63,8 @@ UVICORN_ARGS = [
     "--log-level", "warning",
 ]  # fmt: skip
 TARGET_RATIO = 0.5
+SEAL_INTERVAL = Settings.model_fields["seal_interval"].default
+SEAL_ROWS = Settings.model_fields["seal_rows"].default
 INSERT_CHUNK = 5_000
 
 # --- the request body: an EXXA request as a client would send it --------------------------
@@ -80,7 +86,7 @@ USER_PROMPT = (
 
 
 def request_body(index: int) -> dict[str, Any]:
-    """The body of `POST /v1/requests` number ``index`` (unique custom_id)."""
+    """The body of `POST /v1/requests` number ``index`` (its own custom_id)."""
     return {
         "request_body": {
             "model": "llama-3.1-70b-instruct-fp16",
@@ -95,10 +101,10 @@ def request_body(index: int) -> dict[str, Any]:
     }
 
 
-def http_requests(count: int, start: int, port: int, api_key: str) -> list[bytes]:
+def http_requests(start: int, count: int, api_key: str) -> list[bytes]:
     """Complete HTTP/1.1 keep-alive requests, ready to write to a socket."""
     head = (
-        f"POST {PATH} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+        f"POST {PATH} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
         f"X-API-Key: {api_key}\r\nContent-Length: "
     )
     messages = []
@@ -108,17 +114,29 @@ def http_requests(count: int, start: int, port: int, api_key: str) -> list[bytes
     return messages
 
 
+def split(messages: list[bytes], parts: int) -> list[list[bytes]]:
+    """``messages`` in ``parts`` consecutive slices of (nearly) equal size."""
+    size = len(messages)
+    return [messages[i * size // parts : (i + 1) * size // parts] for i in range(parts)]
+
+
 # --- the load generator --------------------------------------------------------------------
 
 
 @dataclass
 class LoadResult:
-    """What one load run measured."""
+    """What one or more load runs measured."""
 
     elapsed: float = 0.0
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     ids: list[str] = field(default_factory=list)
+
+    def add(self, other: LoadResult) -> None:
+        self.elapsed += other.elapsed
+        self.latencies += other.latencies
+        self.errors += other.errors
+        self.ids += other.ids
 
     @property
     def rate(self) -> float:
@@ -204,24 +222,70 @@ def clean_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-@contextmanager
-def serve(app: list[str], port: int, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """A uvicorn subprocess serving ``app``; stopped cleanly (SIGINT) on exit."""
-    command = [sys.executable, "-m", "uvicorn", *app, "--host", HOST, "--port", str(port)]
-    server = subprocess.Popen([*command, *UVICORN_ARGS], env=env, cwd=BENCH_DIR.parent)
+def create_api_key(env: dict[str, str]) -> str:
+    """A key with credits, made through the CLI as an operator would."""
+    output = subprocess.run(
+        [str(Path(sys.executable).parent / "offpeak"), "keys", "create", "--name", "bench",
+         "--credits", "5", "--json"],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return str(json.loads(output)["key"])
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far; NaN where /proc is missing."""
     try:
-        wait_listening(server, port)
-        yield server
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return float("nan")
+    fields = stat.rpartition(")")[2].split()  # fields from the 3rd on (state, ppid, ...)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Server:
+    """A uvicorn subprocess and what was measured against it."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    load: LoadResult = field(default_factory=LoadResult)
+    cpu: float = 0.0
+    acknowledged: set[str] = field(default_factory=set)
+
+    def play(self, messages: list[bytes], concurrency: int, *, timed: bool = True) -> None:
+        """Send ``messages``; a timed turn counts toward the figures."""
+        before = cpu_seconds(self.process.pid)
+        result = run(drive(self.port, messages, concurrency))
+        self.acknowledged.update(result.ids)
+        if timed:
+            self.cpu += cpu_seconds(self.process.pid) - before
+            self.load.add(result)
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.cpu * 1000 / len(self.load.latencies) if self.load.latencies else 0.0
+
+
+@contextmanager
+def serve(name: str, app: list[str], env: dict[str, str]) -> Iterator[Server]:
+    """A uvicorn subprocess serving ``app``; stopped cleanly (SIGINT) on exit."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", *app, "--host", HOST, "--port", str(port)]
+    process = subprocess.Popen([*command, *UVICORN_ARGS], env=env, cwd=BENCH_DIR.parent)
+    try:
+        wait_listening(process, port)
+        yield Server(name, port, process)
     finally:
-        stop(server)
+        stop(process)
 
 
-def wait_listening(server: subprocess.Popen[bytes], port: int, timeout: float = 60.0) -> None:
+def wait_listening(process: subprocess.Popen[bytes], port: int, timeout: float = 60.0) -> None:
     # uvicorn binds its socket only after the app's start-up has finished.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"server exited with {server.returncode} before listening")
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode} before listening")
         try:
             socket.create_connection((HOST, port), timeout=1).close()
             return
@@ -230,51 +294,18 @@ def wait_listening(server: subprocess.Popen[bytes], port: int, timeout: float = 
     raise SystemExit(f"server not listening on port {port} after {timeout:.0f}s")
 
 
-def stop(server: subprocess.Popen[bytes], timeout: float = 120.0) -> float:
-    """Stop like Ctrl-C does (lifespan shutdown runs); returns the seconds it took."""
-    if server.poll() is not None:
+def stop(process: subprocess.Popen[bytes], timeout: float = 120.0) -> float:
+    """Stop like Ctrl-C does (the app's shutdown runs); returns the seconds it took."""
+    if process.poll() is not None:
         return 0.0
     started = time.perf_counter()
-    server.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
     try:
-        server.wait(timeout)
+        process.wait(timeout)
     except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+        process.kill()
+        process.wait()
     return time.perf_counter() - started
-
-
-def create_api_key(env: dict[str, str]) -> str:
-    """A key with credits, made through the CLI as an operator would."""
-    output = subprocess.run(
-        [str(VENV_BIN / "offpeak"), "keys", "create", "--name", "bench", "--credits", "5", "--json"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return str(json.loads(output)["key"])
-
-
-@dataclass
-class ServerRun:
-    """One server's measured load run, plus what durability needs to know."""
-
-    load: LoadResult
-    acknowledged: set[str] = field(default_factory=set)
-    shutdown_seconds: float = 0.0
-
-
-def measure(app: list[str], env: dict[str, str], api_key: str, args: argparse.Namespace) -> ServerRun:
-    """Warm ``app`` up, then time ``args.requests`` requests from ``args.concurrency`` clients."""
-    port = free_port()
-    warmup = http_requests(args.warmup, 0, port, api_key)
-    messages = http_requests(args.requests, args.warmup, port, api_key)
-    with serve(app, port, env) as server:
-        warm = run(drive(port, warmup, args.concurrency))
-        load = run(drive(port, messages, args.concurrency))
-        shutdown = stop(server)
-    return ServerRun(load, set(warm.ids) | set(load.ids), shutdown)
 
 
 # --- durability and sealing --------------------------------------------------------------
@@ -300,7 +331,6 @@ class SealRun:
 
 def measure_sealing(rows: int) -> SealRun:
     """Insert ``rows`` accepted requests into a fresh SQLite database, then seal them all."""
-    limit = Settings.model_fields["seal_rows"].default
     with tempfile.TemporaryDirectory(prefix="offpeak-bench-seal-") as tmp:
         db = Database(f"sqlite:///{Path(tmp) / 'offpeak.db'}")
         key, _ = create_key(db, "bench", 5)
@@ -308,12 +338,12 @@ def measure_sealing(rows: int) -> SealRun:
         created_at = int(time.time())
         batch = [new_request_row(key.id, create, created_at) for _ in range(rows)]
         for index, row in enumerate(batch):
-            row["meta"] = {"custom_id": f"bench-{index:07d}", "source": "bench/ingest.py"}
+            row["meta"] = request_body(index)["metadata"]
         started = time.perf_counter()
         for start in range(0, rows, INSERT_CHUNK):
             insert_requests(db, batch[start : start + INSERT_CHUNK])
         inserted = time.perf_counter()
-        results = seal_all(db, LocalStore(Path(tmp) / "objects"), limit)
+        results = seal_all(db, LocalStore(Path(tmp) / "objects"), SEAL_ROWS)
         sealed = time.perf_counter()
         db.dispose()
     if sum(r.rows for r in results) != rows:
@@ -321,13 +351,14 @@ def measure_sealing(rows: int) -> SealRun:
     return SealRun(rows, inserted - started, sealed - inserted, len(results))
 
 
-# --- the report -----------------------------------------------------------------------------
+# --- the run and its report -----------------------------------------------------------------
 
 
-def row(name: str, load: LoadResult) -> str:
+def report_line(server: Server) -> str:
+    load = server.load
     return (
-        f"{name:<22}{load.rate:>9,.0f}{load.percentile_ms(50):>9.1f}"
-        f"{load.percentile_ms(99):>9.1f}{load.errors:>8}"
+        f"{server.name:<24}{load.rate:>9,.0f}{load.percentile_ms(50):>9.1f}"
+        f"{load.percentile_ms(99):>9.1f}{load.errors:>8}{server.cpu_ms_per_request:>13.2f}"
     )
 
 
@@ -335,6 +366,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--requests", type=int, default=20_000, help="timed requests per server")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--rounds", type=int, default=4, help="turns each server takes")
     parser.add_argument("--warmup", type=int, default=1_000, help="untimed requests first")
     parser.add_argument("--seal-rows", type=int, default=100_000, help="rows for the seal test")
     parser.add_argument("--keep", action="store_true", help="keep the data folder of (a)")
@@ -347,11 +379,22 @@ def main() -> int:
     env = clean_env(data_dir)
     try:
         api_key = create_api_key(env)
-        print(f"(a) offpeak API, data in {data_dir}", flush=True)
-        ours = measure(["--factory", "api_adapter.app:create_app"], env, api_key, args)
-        print("(b) bare FastAPI app", flush=True)
-        bare_app = ["--app-dir", str(BENCH_DIR), "bare_app:app"]
-        bare = measure(bare_app, clean_env(data_dir / "unused"), api_key, args)
+        warmup = http_requests(0, args.warmup, api_key)
+        turns = split(http_requests(args.warmup, args.requests, api_key), args.rounds)
+        print(f"(a) offpeak API with data in {data_dir}, (b) bench/bare_app.py", flush=True)
+        with (
+            serve("(a) offpeak (SQLite)", OURS_APP, env) as ours,
+            serve("(b) bare FastAPI", BARE_APP, clean_env(data_dir / "bare")) as bare,
+        ):
+            for server in (ours, bare):
+                server.play(warmup, args.concurrency, timed=False)
+            time.sleep(SEAL_INTERVAL)
+            for number, messages in enumerate(turns, 1):
+                print(f"round {number}/{args.rounds}", flush=True)
+                ours.play(messages, args.concurrency)
+                time.sleep(SEAL_INTERVAL + 0.5)  # (a)'s writer seals this turn's rows now
+                bare.play(messages, args.concurrency)
+            shutdown_seconds = stop(ours.process)
         in_segments = ids_in_segments(data_dir / "objects") & ours.acknowledged
         print(f"sealing {args.seal_rows:,} rows directly", flush=True)
         sealing = measure_sealing(args.seal_rows)
@@ -362,23 +405,23 @@ def main() -> int:
     lost = len(ours.acknowledged) - len(in_segments)
     ratio = ours.load.rate / bare.load.rate if bare.load.rate else 0.0
     verdict = "ok" if ratio >= TARGET_RATIO else "BELOW TARGET"
-    print()
     print(
-        f"POST {PATH}: {args.requests:,} requests, {args.concurrency} clients, "
-        f"{args.warmup:,} warm-up; uvicorn {' '.join(UVICORN_ARGS)}"
+        f"\nPOST {PATH}: {args.requests:,} requests per server in {args.rounds} rounds, "
+        f"{args.concurrency} clients, {args.warmup:,} warm-up, {os.cpu_count()} CPUs\n"
+        f"uvicorn {' '.join(UVICORN_ARGS)}"
     )
-    print(f"{'server':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-    print(row("(a) offpeak (SQLite)", ours.load))
-    print(row("(b) bare FastAPI", bare.load))
-    print(f"{'ratio a/b':<22}{ratio:>9.2f}   target >= {TARGET_RATIO} ({verdict})")
+    print(f"{'server':<24}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU ms/req':>13}")
+    print(report_line(ours))
+    print(report_line(bare))
+    print(f"{'ratio a/b (req/s)':<24}{ratio:>9.2f}   target >= {TARGET_RATIO}: {verdict}")
     print(
-        f"durability            acknowledged {len(ours.acknowledged):,}, in segments "
-        f"{len(in_segments):,}, lost {lost:,} (clean shutdown took {ours.shutdown_seconds:.1f}s)"
+        f"{'durability':<24}acknowledged {len(ours.acknowledged):,}, in segments "
+        f"{len(in_segments):,}, lost {lost:,} (clean shutdown took {shutdown_seconds:.1f}s)"
     )
     print(
-        f"sealing               {sealing.rows:,} rows into {sealing.segments} segments: "
-        f"seal {sealing.rows / sealing.seal_seconds:,.0f} rows/s "
-        f"(bulk insert {sealing.rows / sealing.insert_seconds:,.0f} rows/s)"
+        f"{'sealing':<24}{sealing.rows / sealing.seal_seconds:,.0f} rows/s: {sealing.rows:,} rows "
+        f"into {sealing.segments} segments in {sealing.seal_seconds:.1f}s "
+        f"(bulk insert before it: {sealing.rows / sealing.insert_seconds:,.0f} rows/s)"
     )
     return 1 if lost else 0
 

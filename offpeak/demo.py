@@ -111,7 +111,7 @@ def create_key(env: dict[str, str]) -> str:
     if done.returncode != 0:
         raise DemoError(f"`offpeak keys create` failed ({done.returncode}): {done.stderr.strip()}")
     created = json.loads(done.stdout)
-    shown = {**created, "key": created["key"][:12] + "…"}
+    shown = {**created, "key": created["key"][:12] + "..."}
     note(f"{compact(shown)}  (the secret is printed once; shortened here)")
     return str(created["key"])
 

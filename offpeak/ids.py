@@ -7,17 +7,47 @@ millisecond make enumeration pointless.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import threading
 import time
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{24}$")
 
 
+_RANDOM_BYTES = 6
+# Random bytes are drawn from the OS in blocks: one getrandom() call per id costs more
+# than the rest of minting it.
+_BLOCK = 4096 * _RANDOM_BYTES
+_pool = b""
+_offset = 0
+_lock = threading.Lock()
+
+
+def _forget_pool() -> None:
+    # A forked child must never replay the random bytes its parent hands out.
+    global _pool, _offset
+    _pool, _offset = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _random_hex() -> str:
+    global _pool, _offset
+    with _lock:
+        if _offset >= len(_pool):
+            _pool, _offset = secrets.token_bytes(_BLOCK), 0
+        chunk = _pool[_offset : _offset + _RANDOM_BYTES]
+        _offset += _RANDOM_BYTES
+    return chunk.hex()
+
+
 def new_id(now_ms: int | None = None) -> str:
     """A fresh id; ``now_ms`` fixes the time part (tests, backfills)."""
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    return f"{ms & 0xFFFF_FFFF_FFFF:012x}{secrets.token_hex(6)}"
+    return f"{ms & 0xFFFF_FFFF_FFFF:012x}{_random_hex()}"
 
 
 def is_id(value: str) -> bool:

@@ -124,7 +124,7 @@ def request_counts(db: Database, batch_ids: Sequence[str]) -> dict[str, RequestC
 
 def cancel_batch(db: Database, key_id: str, batch_id: str, at: int) -> Batch:
     """Cancel a batch and every request of it not yet final, in one transaction."""
-    with db.session() as session:
+    with db.session(write=True) as session:
         result = session.execute(
             update(Batch)
             .where(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            pool_size=40,
+            pool_size=8,
             max_overflow=32,
         )
         event.listen(engine, "connect", _sqlite_connect)
@@ -71,19 +72,34 @@ class Database:
         if run_migrations:
             migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite admits one writer at a time, and a writer that finds the lock taken
+        # sleeps in the busy handler with growing back-off (up to 100 ms) instead of
+        # waking when it frees: this process's writers queue on a lock instead.
+        self._writers: AbstractContextManager[Any] = (
+            threading.Lock() if self.dialect == "sqlite" else nullcontext()
+        )
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    def writer_turn(self) -> AbstractContextManager[Any]:
+        """Held around every write transaction of this process (a no-op off SQLite)."""
+        return self._writers
+
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error.
 
-        ``write=True`` takes SQLite's write lock at BEGIN: use it for every
-        transaction that reads before it writes.
+        ``write=True`` marks a transaction that writes: on SQLite it waits its turn
+        among this process's writers and takes the write lock at BEGIN, so a read
+        followed by a write cannot fail on the lock upgrade.
         """
-        with self._sessions() as session, session.begin():
+        with (
+            self._writers if write else nullcontext(),
+            self._sessions() as session,
+            session.begin(),
+        ):
             if write:
                 session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
             yield session

@@ -88,7 +88,7 @@ def authenticate(db: Database, secret: str | None) -> ApiKey:
 
 def require_balance(key: ApiKey, minimum_usd: float) -> None:
     """Refuse new work when the key's balance is under the minimum."""
-    if key.credits_usd < Decimal(str(minimum_usd)):
+    if float(key.credits_usd) < minimum_usd:
         raise InsufficientCredits(
             f"credit balance ${key.credits_usd:.2f} is below the ${minimum_usd:.2f} minimum "
             "needed to process requests; add credits to this key"

@@ -42,9 +42,12 @@ def new_request_row(key_id: str, create: RequestCreate, created_at: int) -> dict
 
 
 def insert_requests(db: Database, rows: Sequence[dict[str, Any]]) -> None:
-    """Commit accepted requests; when this returns they are durable."""
+    """Commit accepted requests; when this returns they are durable.
+
+    (The API's hot path uses the group committer's RequestInserter instead.)
+    """
     if rows:
-        with db.session() as session:
+        with db.session(write=True) as session:
             session.execute(insert(Request), list(rows))
 
 
@@ -82,7 +85,7 @@ def list_requests(
 
 def cancel_request(db: Database, key_id: str, request_id: str, at: int) -> Request:
     """Cancel a request not yet final (compare-and-set on its status)."""
-    with db.session() as session:
+    with db.session(write=True) as session:
         result = session.execute(
             update(Request)
             .where(

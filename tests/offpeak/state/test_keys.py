@@ -103,12 +103,12 @@ def test_add_credits_to_unknown_key_is_not_found(db: Database) -> None:
 
 
 def test_require_balance_raises_under_the_minimum(db: Database) -> None:
-    key, secret = create_key(db, "k", "0.10")
+    _, secret = create_key(db, "k", "0.10")
     with pytest.raises(InsufficientCredits, match=r"\$0\.10 is below the \$0\.20") as caught:
         require_balance(authenticate(db, secret), 0.20)
     assert caught.value.code == "insufficient_credits"
 
 
 def test_require_balance_accepts_exactly_the_minimum(db: Database) -> None:
-    key, secret = create_key(db, "k", "0.20")
+    _, secret = create_key(db, "k", "0.20")
     require_balance(authenticate(db, secret), 0.20)

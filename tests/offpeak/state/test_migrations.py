@@ -1,7 +1,7 @@
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.config import Config
 
 from offpeak.state.db import MIGRATIONS, Database, migrate
 from offpeak.state.models import Base
@@ -28,3 +28,12 @@ def test_migrating_again_is_a_no_op(db: Database) -> None:
     migrate(db.engine)
     with db.engine.connect() as connection:
         assert MigrationContext.configure(connection).get_current_revision() == head_revision()
+
+
+def test_model_comparison_notices_a_schema_drift(db: Database) -> None:
+    # Guards the test above: an index missing from the database must show as a diff.
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql("DROP INDEX ix_requests_status")
+    with db.engine.connect() as connection:
+        diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert [(d[0], d[1].name) for d in diffs] == [("add_index", "ix_requests_status")]

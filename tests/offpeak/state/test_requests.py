@@ -125,9 +125,7 @@ def test_cancel_request_already_cancelled_conflicts(db: Database, key: ApiKey) -
 
 
 @pytest.mark.parametrize("status", [Status.COMPLETED, Status.FAILED])
-def test_cancel_request_already_final_conflicts(
-    db: Database, key: ApiKey, status: Status
-) -> None:
+def test_cancel_request_already_final_conflicts(db: Database, key: ApiKey, status: Status) -> None:
     [request_id] = add_requests(db, key.id)
     set_status(db, [request_id], status)
     with pytest.raises(Conflict, match=f"already {status.value}"):
