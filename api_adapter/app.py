@@ -43,6 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.writer.start()
         app.state.services = services
         log.info("offpeak API: database %s, storage %s", services.db.dialect, services.store.url)
+        for name, target in services.registry.stand_ins().items():
+            log.warning("model %s is a stand-in, served by %s's weights", name, target)
         try:
             yield
         finally:

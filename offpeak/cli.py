@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from decimal import Decimal
 
@@ -128,6 +129,40 @@ def api(host: str | None, port: int | None) -> None:
         log_level="info",
         access_log=False,
     )
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="API port [OFFPEAK_API_PORT].")
+@click.option(
+    "--prefect-port",
+    type=int,
+    default=4200,
+    show_default=True,
+    help="Port of the Prefect server started when PREFECT_API_URL is unset.",
+)
+def serve(port: int | None, prefect_port: int) -> None:
+    """Run the whole stack: Prefect server, work pool, deployments, worker, API."""
+    # The stack lives with the flows (it drives Prefect); run it as its own process.
+    args = [sys.executable, "-m", "flows.serve", "--prefect-port", str(prefect_port)]
+    if port is not None:
+        args += ["--port", str(port)]
+    os.execv(sys.executable, args)
+
+
+@main.group()
+def models() -> None:
+    """Served models."""
+
+
+@models.command("build-tiny")
+def models_build_tiny() -> None:
+    """Build the tiny chat model (deterministic, no download) if it is not built yet."""
+    from offpeak.engine.tiny import ensure_tiny
+
+    models_dir = get_settings().models_dir
+    assert models_dir is not None  # derived by Settings
+    path = ensure_tiny(models_dir / "tiny-chat")
+    click.echo(f"tiny-chat weights at {path}")
 
 
 @main.group()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,6 +75,33 @@ class Settings(BaseSettings):
 
     # Checks are field validators so an error names its variable (OFFPEAK_STORAGE_URL),
     # not the whole settings object; defaults are derived afterwards and always valid.
+    models_dir: Path | None = Field(
+        None, description="Where built-in weights (the tiny model) are built: <data_dir>/models."
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Engine caches (vLLM's inspected and compiled artefacts): <data_dir>/cache.",
+    )
+    scheduler_interval: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="Seconds between scheduler runs under `offpeak serve`."
+    )
+    scheduler_policy: Literal["immediate"] = Field(
+        "immediate", description="Launch policy: `immediate` runs whatever is pending at once."
+    )
+    job_max_requests: Annotated[int, Field(gt=0)] = Field(
+        5000, description="Most requests one inference job takes."
+    )
+    chunk_size: Annotated[int, Field(gt=0)] = Field(
+        256, description="Requests per inference chunk: results are saved chunk by chunk."
+    )
+    job_max_attempts: Annotated[int, Field(gt=0)] = Field(
+        3, description="Launches of a job before its unfinished requests fail."
+    )
+    inference_deployment: str = Field(
+        "inference/local", description="Prefect deployment (flow/name) that runs inference jobs."
+    )
+    work_pool: str = Field("local", description="Prefect work pool `offpeak serve` runs.")
+
     @field_validator("storage_url")
     @classmethod
     def _storage_scheme(cls, url: str | None) -> str | None:
@@ -108,6 +135,8 @@ class Settings(BaseSettings):
             self.storage_url = (self.data_dir / "objects").resolve().as_uri()
         if self.database_url is None:
             self.database_url = f"sqlite:///{(self.data_dir / 'offpeak.db').resolve()}"
+        self.models_dir = (self.models_dir or self.data_dir / "models").resolve()
+        self.cache_dir = (self.cache_dir or self.data_dir / "cache").resolve()
         return self
 
 

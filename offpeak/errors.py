@@ -38,6 +38,17 @@ class UnknownModel(InvalidInput):
     code = "model_not_found"
 
 
+class EngineRequestError(InvalidInput):
+    """The engine cannot run one request as it is; the request fails, the job goes on.
+
+    Codes: ``context_length_exceeded`` (the prompt leaves no room to answer),
+    ``invalid_response_format`` (the structured-output schema is refused),
+    ``invalid_request`` (any other parameter the engine refuses).
+    """
+
+    code = "invalid_request"
+
+
 class AuthenticationError(OffpeakError, PermissionError):
     """The API key is missing, unknown or revoked."""
 

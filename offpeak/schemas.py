@@ -239,6 +239,10 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "offpeak"
+    kind: Literal["chat", "embed"] = "chat"
+    stand_in: str | None = Field(
+        None, description="Set when this name is served by another model's weights here."
+    )
     context_length: int
     max_completion_tokens: int
     price_input_per_1m: float
@@ -258,3 +262,23 @@ class SegmentRow(BaseModel):
     expires_at: int
     request_body: str = Field(description="The chat-completions body as JSON text.")
     metadata: str = Field(description="The caller's metadata as JSON text.")
+
+
+class ResultRow(BaseModel):
+    """One request's outcome as written in a chunk's result Parquet file."""
+
+    id: str
+    status: str = Field(description="completed or failed.")
+    result_body: str = Field(description="The chat.completion object as JSON text; '' if failed.")
+    error_code: str = Field(description="'' when completed.")
+    error_message: str = Field(description="'' when completed.")
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+class ManifestRow(BaseModel):
+    """One request of a job's manifest: its id and the segment holding its body."""
+
+    id: str
+    segment: str

@@ -70,7 +70,7 @@ def read_segment(store: ObjectStore, key: str, ids: Iterable[str] | None = None)
     return table
 
 
-def read_bodies(store: ObjectStore, key: str, ids: Iterable[str]) -> dict[str, str]:
-    """Request bodies (JSON text) by id from one segment."""
+def read_bodies(store: ObjectStore, key: str, ids: Iterable[str] | None) -> dict[str, str]:
+    """Request bodies (JSON text) by id from one segment (all of them when ids is None)."""
     table = read_segment(store, key, ids).select(["id", "request_body"])
     return dict(zip(table["id"].to_pylist(), table["request_body"].to_pylist(), strict=True))

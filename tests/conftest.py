@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,38 @@ import pytest
 from offpeak.config import Settings, load_settings
 from offpeak.state.db import Database
 from offpeak.storage import LocalStore, ObjectStore, S3Store
-from tests.utils.services import moto_server, postgres_server
+from tests.utils.services import PrefectServer, moto_server, postgres_server
 
+_prefect: PrefectServer | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # The Prefect server takes ~20 s to start: start it as soon as we know a test
+    # needs it, so it warms up while the other tests run.
+    global _prefect
+    needed = any("prefect_api" in getattr(item, "fixturenames", ()) for item in session.items)
+    if needed and not os.environ.get("OFFPEAK_TEST_PREFECT_API_URL"):
+        _prefect = PrefectServer(PREFECT_HOME)
+
+
+def pytest_sessionfinish() -> None:
+    if _prefect is not None:
+        _prefect.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """A real Prefect server's API URL, also set as PREFECT_API_URL for this process."""
+    url = os.environ.get("OFFPEAK_TEST_PREFECT_API_URL") or (_prefect and _prefect.wait())
+    assert url, "the Prefect server was not started"
+    os.environ["PREFECT_API_URL"] = url
+    return url
+
+
+# The test run's own Prefect home: nothing of the developer's profile leaks in.
+PREFECT_HOME = Path(tempfile.mkdtemp(prefix="offpeak-prefect-"))
+os.environ["PREFECT_HOME"] = str(PREFECT_HOME)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

@@ -59,7 +59,7 @@ def get_batch_status(batch_id: str, key: KeyDep, services: ServicesDep) -> Statu
 def get_batch_results(batch_id: str, key: KeyDep, services: ServicesDep) -> StreamingResponse:
     """The batch's results as JSONL, one full request object per line (once completed)."""
     batch = state.get_batch(services.db, key.id, batch_id)
-    if batch.status != Status.COMPLETED or not batch.results_key:
+    if batch.status not in (Status.COMPLETED, Status.FAILED) or not batch.results_key:
         raise Conflict(
             f"batch {batch_id} is {batch.status}; its results are available once it is completed",
             code="batch_not_completed",

@@ -15,7 +15,7 @@ router = APIRouter(tags=["service"])
 
 @router.get("/v1/models")
 def list_models(_key: KeyDep, services: ServicesDep) -> dict[str, Any]:
-    """The models served here, with their limits and prices per million tokens."""
+    """The models served here, their limits and prices per million tokens; stand-ins flagged."""
     cards = [
         ModelCard(id=name, **spec.model_dump())
         for name, spec in sorted(services.registry.models.items())

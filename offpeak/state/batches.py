@@ -153,3 +153,34 @@ def cancel_batch(db: Database, key_id: str, batch_id: str, at: int) -> Batch:
             code="batch_not_cancellable",
         )
     return batch
+
+
+def ready_to_publish(db: Database) -> list[Batch]:
+    """Open batches whose requests have all ended."""
+    waiting = (
+        select(Request.id)
+        .where(
+            Request.batch_id == Batch.id,
+            Request.status.in_([s.value for s in CANCELLABLE]),
+        )
+        .exists()
+    )
+    with db.session() as session:
+        return list(
+            session.scalars(
+                select(Batch)
+                .where(Batch.status.in_([s.value for s in CANCELLABLE]), ~waiting)
+                .order_by(Batch.id)
+            )
+        )
+
+
+def finish_batch(db: Database, batch_id: str, status: Status, results_key: str, at: int) -> bool:
+    """Mark an open batch ended with its results file (compare-and-set on its status)."""
+    with db.session(write=True) as session:
+        result = session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id, Batch.status.in_([s.value for s in CANCELLABLE]))
+            .values(status=status.value, results_key=results_key, ended_at=at)
+        )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -69,7 +69,7 @@ class RequestInserter:
 
     def _params(self, row: dict[str, Any]) -> Any:
         values = {
-            column: json.dumps(row[attribute]) if column in _JSON_COLUMNS else row[attribute]
+            column: json.dumps(row[attribute]) if column in _JSON_COLUMNS else row.get(attribute)
             for column, attribute in _ATTRIBUTE.items()
         }
         if self._positions is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, Numeric, String, Text, text
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, Numeric, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ID = String(24)
@@ -24,7 +24,7 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
-    credits_usd: Mapped[Decimal] = mapped_column(Numeric(16, 6))
+    credits_usd: Mapped[Decimal] = mapped_column(Numeric(18, 8))
     created_at: Mapped[int] = mapped_column(Integer)
     revoked_at: Mapped[int | None] = mapped_column(Integer)
 
@@ -69,9 +69,16 @@ class Request(Base):
     ended_at: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # Set when scheduled into a job, and once it ran: where its result row lives.
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", name="fk_requests_job_id"))
+    result_key: Mapped[str | None] = mapped_column(Text)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(16, 8))
 
     __table_args__ = (
         Index("ix_requests_key_id", "key_id", "id"),
+        Index("ix_requests_job_id", "job_id"),
         Index("ix_requests_batch_id", "batch_id"),
         Index("ix_requests_status", "status", "model"),
         # The writer's work queue: rows accepted but not yet in a Parquet segment.
@@ -82,3 +89,29 @@ class Request(Base):
             postgresql_where=text("segment IS NULL"),
         ),
     )
+
+
+class Job(Base):
+    """A run of one engine over a manifest of requests, on one inference deployment."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    deployment: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    manifest_key: Mapped[str] = mapped_column(Text)
+    request_count: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    runner: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[int] = mapped_column(Integer)
+    launched_at: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[int | None] = mapped_column(Integer)
+    ended_at: Mapped[int | None] = mapped_column(Integer)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    wall_seconds: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_jobs_status", "status"),)

@@ -41,3 +41,18 @@ def test_invalid_registry_file_raises_config_error(tmp_path: Path, text: str) ->
 def test_missing_registry_file_raises_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         ModelRegistry.load(tmp_path / "absent.yaml")
+
+
+def test_the_example_gpu_registry_loads_and_serves_the_exxa_names() -> None:
+    example = Path(__file__).resolve().parents[2] / "infra" / "models.example.yaml"
+    registry = ModelRegistry.load(example)
+    default = ModelRegistry.load(PACKAGED_MODELS)
+    assert set(default.stand_ins()) <= set(registry.models)
+    assert registry.stand_ins() == {}
+
+
+def test_stand_ins_resolve_to_their_engine_model() -> None:
+    registry = ModelRegistry.load(PACKAGED_MODELS)
+    assert registry.engine_model("llama-3.1-70b-instruct-fp16") == "tiny-chat"
+    assert registry.engine_model("tiny-chat") == "tiny-chat"
+    assert "llama-3.1-8b-instruct-fp16" in registry.served_by("tiny-chat")

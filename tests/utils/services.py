@@ -97,3 +97,40 @@ def postgres_server() -> Iterator[str]:
     finally:
         run([bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"])
         shutil.rmtree(root, ignore_errors=True)
+
+
+class PrefectServer:
+    """A Prefect server started in the background for the whole test run."""
+
+    def __init__(self, home: Path) -> None:
+        self.port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.log = home / "server.log"
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_URL": self.api_url,
+        }
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                 "127.0.0.1", "--port", str(self.port), "--no-ui"],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def wait(self, timeout: float = 180) -> str:
+        def healthy() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Prefect server exited:\n{self.log.read_text()[-3000:]}")
+            return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
+
+        wait_for(healthy, "the Prefect server", timeout=timeout)
+        return self.api_url
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()

@@ -1,0 +1,81 @@
+"""The scheduler flow: one tick of planning, on a schedule."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from tasks.publishing import publish_ready_batches
+from tasks.runtime import runtime
+from tasks.scheduling import (
+    expire_overdue,
+    launch_job,
+    open_launch,
+    plan_launches,
+    recover_jobs,
+    seal_leftovers,
+    summary,
+)
+
+
+def _late() -> bool:
+    # After downtime the server may hand out a backlog of missed runs: run the
+    # newest only, skip the rest.
+    scheduled = flow_run.get_scheduled_start_time()
+    lateness = (datetime.now(UTC) - scheduled).total_seconds()
+    return lateness > max(runtime().settings.scheduler_interval, 60)
+
+
+@flow(name="scheduler")
+def scheduler() -> dict[str, Any]:
+    """Seal leftovers, expire overdue requests, recover crashed jobs, launch new ones,
+    publish finished batches."""
+    log = get_run_logger()
+    if _late():
+        log.info("skipped: this run is late and a newer one follows")
+        return {"skipped": "late"}
+    sealed = seal_leftovers()
+    expired = expire_overdue()
+    recovered = recover_jobs()
+    for job_id in recovered["relaunch"]:
+        launch_job(job_id)
+    launches = plan_launches()
+    launched = []
+    for launch in launches:
+        job_id = open_launch(launch)
+        if job_id:
+            launch_job(job_id)
+            launched.append(job_id)
+    published = publish_ready_batches()
+    report = {
+        "sealed": sealed,
+        "expired": expired,
+        "relaunched": recovered["relaunch"],
+        "failed_jobs": recovered["failed"],
+        "launched": launched,
+        "published": published,
+    }
+    create_markdown_artifact(
+        key="scheduler-plan", markdown=_plan_markdown(summary(launches), report)
+    )
+    log.info("tick: %s", report)
+    return report
+
+
+def _plan_markdown(plan: list[dict[str, Any]], report: dict[str, Any]) -> str:
+    lines = [
+        "# Scheduler tick",
+        "",
+        "| engine model | models | pending | job size |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p['engine_model']} | {', '.join(p['models'])} | {p['count']} | {p['max_requests']} |"
+        for p in plan
+    ] or ["| (nothing pending) | | | |"]
+    lines += ["", *(f"- **{k}**: {v}" for k, v in report.items())]
+    return "\n".join(lines)

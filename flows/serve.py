@@ -1,0 +1,178 @@
+"""`offpeak serve`: the whole stack on one machine, stopped together by Ctrl-C.
+
+A Prefect server on 127.0.0.1 (unless PREFECT_API_URL names one), a process work
+pool per pool named in prefect.yaml, the deployments of prefect.yaml (the scheduler on
+an interval of OFFPEAK_SCHEDULER_INTERVAL seconds), a worker, and the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+
+import httpx
+import yaml
+
+from offpeak.config import Settings, get_settings
+
+PROJECT = Path(__file__).resolve().parent.parent
+PREFECT_YAML = PROJECT / "prefect.yaml"
+BIN = Path(sys.executable).parent
+SCHEDULER = "scheduler/scheduler"
+
+log = logging.getLogger("offpeak.serve")
+
+
+def work_pools(prefect_yaml: Path = PREFECT_YAML) -> list[str]:
+    """The work pools prefect.yaml's deployments run on."""
+    config = yaml.safe_load(prefect_yaml.read_text())
+    return sorted({d["work_pool"]["name"] for d in config["deployments"]})
+
+
+def wait_healthy(api_url: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the Prefect server at {api_url} was not healthy within {timeout:.0f}s")
+
+
+def set_scheduler_interval(seconds: float) -> None:
+    """Replace the scheduler deployment's schedules with one active interval."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(SCHEDULER)
+        for schedule in client.read_deployment_schedules(deployment.id):
+            client.delete_deployment_schedule(deployment.id, schedule.id)
+        client.create_deployment_schedules(
+            deployment.id, [(IntervalSchedule(interval=timedelta(seconds=seconds)), True)]
+        )
+
+
+class Stack:
+    """The processes of one `offpeak serve`, started in order and stopped in reverse."""
+
+    def __init__(self, settings: Settings, *, api_port: int, prefect_port: int) -> None:
+        self.settings = settings
+        self.api_port = api_port
+        self.prefect_port = prefect_port
+        self.env = dict(os.environ)
+        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def _spawn(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(args, env={**self.env, **env})
+        self.processes.append((name, process))
+        return process
+
+    def _run(self, args: list[str]) -> None:
+        subprocess.run(args, env=self.env, check=True, cwd=PROJECT, stdout=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        if not self.env.get("PREFECT_API_URL"):
+            home = self.settings.data_dir.resolve() / "prefect"
+            home.mkdir(parents=True, exist_ok=True)
+            self.env.update(
+                PREFECT_HOME=str(home),
+                PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                PREFECT_API_URL=f"http://127.0.0.1:{self.prefect_port}/api",
+            )
+            server = self._spawn(
+                "prefect server",
+                [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                 "--port", str(self.prefect_port)],
+            )  # fmt: skip
+            wait_healthy(self.env["PREFECT_API_URL"], server)
+        os.environ["PREFECT_API_URL"] = self.env["PREFECT_API_URL"]
+        for pool in work_pools():
+            self._run([str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process",
+                       "--overwrite"])  # fmt: skip
+        self._run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all",
+                   "--prefect-file", str(PREFECT_YAML)])  # fmt: skip
+        set_scheduler_interval(self.settings.scheduler_interval)
+        for pool in work_pools():
+            self._spawn(
+                f"worker {pool}",
+                [str(BIN / "prefect"), "worker", "start", "--pool", pool],
+                PREFECT_WORKER_QUERY_SECONDS="1",
+                PREFECT_WORKER_PREFETCH_SECONDS="5",
+            )
+        self._spawn("api", [str(BIN / "offpeak"), "api", "--port", str(self.api_port)])
+
+    def stop(self) -> None:
+        for name, process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                if name.startswith("worker"):
+                    # A worker ignores the first interrupt; the second one stops it.
+                    time.sleep(0.2)
+                    process.send_signal(signal.SIGINT)
+        for name, process in reversed(self.processes):
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop; killing it", name)
+                process.kill()
+                process.wait()
+
+    def watch(self) -> int:
+        """Wait until a process exits or we are told to stop; the exit status."""
+        stopping = False
+
+        def _stop(_signum: int, _frame: FrameType | None) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+        while not stopping:
+            for name, process in self.processes:
+                if process.poll() is not None:
+                    log.error("%s exited with %s; stopping the stack", name, process.returncode)
+                    return 1
+            time.sleep(0.5)
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="offpeak serve", description=__doc__)
+    parser.add_argument("--port", type=int, default=None, help="API port [OFFPEAK_API_PORT]")
+    parser.add_argument("--prefect-port", type=int, default=4200, help="Prefect server port")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    settings = get_settings()
+    stack = Stack(
+        settings,
+        api_port=settings.api_port if args.port is None else args.port,
+        prefect_port=args.prefect_port,
+    )
+    try:
+        stack.start()
+        log.info(
+            "offpeak is up: API http://%s:%s/v1, Prefect UI %s",
+            settings.api_host,
+            stack.api_port,
+            stack.env["PREFECT_API_URL"].removesuffix("/api"),
+        )
+        return stack.watch()
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""ChatEngine: chat requests through vLLM's offline ``LLM``, started once per job.
+
+Each call to :meth:`ChatEngine.run` makes one ``LLM.chat`` call for the whole chunk.
+A request vLLM refuses (a schema its grammar compiler rejects, a token id outside the
+vocabulary, ...) becomes a failed result while the others complete: vLLM validates
+every request as it adds it, before anything is generated, and aborts what it already
+added when one is refused, so the call is bisected until the refused requests stand
+alone. Errors of the engine itself are not the request's fault: they propagate and
+fail the job, which is retried.
+
+vLLM is imported here only, when an engine starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from offpeak.clock import now
+from offpeak.engine import EngineRequest, EngineResult
+from offpeak.engine.results import Choice, TokenLogprob, TopLogprob, chat_completion
+from offpeak.engine.sampling import (
+    CONTEXT_LENGTH_EXCEEDED,
+    INVALID_REQUEST,
+    INVALID_RESPONSE_FORMAT,
+    chat_messages,
+    sampling_kwargs,
+)
+from offpeak.errors import EngineRequestError
+from offpeak.schemas import ErrorInfo
+
+# Set before vLLM is imported; the environment wins when it says otherwise.
+ENV_DEFAULTS = {
+    # In-process engine core: starts in seconds instead of half a minute, and needs no
+    # `if __name__ == "__main__"` guard in the calling script.
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    # GiB of KV cache on the CPU build (the GPU build sizes it from GPU memory).
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+}
+
+# Engine arguments unless models.yaml says otherwise (see shared/reference/VLLM_CPU.md).
+ENGINE_DEFAULTS: dict[str, Any] = {
+    "dtype": "float32",  # 2-4x faster than bfloat16 on AVX2; GPU models set their own
+    "enforce_eager": True,
+    # A seeded request whose prompt is prefilled in chunks crashes vLLM 0.32's CPU engine.
+    "enable_chunked_prefill": False,
+    "distributed_executor_backend": "uni",
+    "seed": 0,
+}
+
+ENGINE_ERROR = "engine_error"
+# Words of vLLM's refusals of a structured-output spec ("Grammar error: ...", ...).
+_FORMAT_WORDS = ("grammar", "schema", "json", "structured")
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A request that passed our checks, waiting for vLLM."""
+
+    index: int  # position in the run's input
+    request: EngineRequest
+    messages: list[dict[str, str]]
+    kwargs: dict[str, Any]  # SamplingParams arguments, plain data
+    prompt_tokens: int
+
+
+class ChatEngine:
+    """A vLLM engine serving one model's weights.
+
+    ``weights`` is a local folder (or a hub id); ``engine_args`` are ``vllm.LLM``
+    keyword arguments, laid over :data:`ENGINE_DEFAULTS`. Starting costs the vLLM import
+    (6-20 s) plus a few seconds; start once per job and call :meth:`run` per chunk.
+    """
+
+    def __init__(self, weights: str, engine_args: Mapping[str, Any] | None = None) -> None:
+        for name, value in ENV_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        if Path(weights).is_dir():
+            # Local weights: never ask a model hub for anything.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from vllm import LLM
+
+        self._llm: Any = LLM(model=weights, **{**ENGINE_DEFAULTS, **(engine_args or {})})
+        self._tokenizer: Any = self._llm.get_tokenizer()
+        self.max_model_len: int = self._llm.model_config.max_model_len
+
+    def __enter__(self) -> ChatEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        """Prompt tokens of a conversation, rendered by the model's chat template."""
+        ids = self._tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return len(ids)
+
+    def run(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
+        """Run ``requests`` as one batch; one result per request, in input order."""
+        if self._llm is None:
+            raise RuntimeError("the engine is closed")
+        results: list[EngineResult | None] = [None] * len(requests)
+        ready: list[_Ready] = []
+        for index, request in enumerate(requests):
+            item = self._prepare(index, request)
+            if isinstance(item, EngineResult):
+                results[index] = item
+            else:
+                ready.append(item)
+        for item, result in self._generate(ready):
+            results[item.index] = result
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        """Stop the engine and release its memory; the engine cannot run after this."""
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        llm.llm_engine.engine_core.shutdown()
+        del llm
+        cleanup_dist_env_and_memory()
+
+    # --- one request ------------------------------------------------------------------
+
+    def _prepare(self, index: int, request: EngineRequest) -> _Ready | EngineResult:
+        from jinja2 import TemplateError
+
+        messages = chat_messages(request.body)
+        try:
+            prompt_tokens = self.count_prompt_tokens(messages)
+        except (TemplateError, ValueError, TypeError) as exc:
+            # Chat templates refuse some conversations (roles that do not alternate, ...).
+            return _failed(request, INVALID_REQUEST, f"the chat template refused it: {exc}", 0)
+        try:
+            kwargs = sampling_kwargs(request.body, prompt_tokens, self.max_model_len)
+            _sampling_params(kwargs)  # vLLM checks the values as it builds them
+        except EngineRequestError as exc:
+            return _failed(request, exc.code, exc.message, prompt_tokens)
+        return _Ready(index, request, messages, kwargs, prompt_tokens)
+
+    def _generate(self, items: Sequence[_Ready]) -> list[tuple[_Ready, EngineResult]]:
+        if not items:
+            return []
+        from vllm.exceptions import VLLMClientError
+
+        try:
+            outputs = self._llm.chat(
+                [item.messages for item in items],
+                # Fresh params per call: vLLM writes into them as it adds a request.
+                [_sampling_params(item.kwargs) for item in items],
+                use_tqdm=False,
+            )
+        except VLLMClientError as exc:
+            # Refused while adding: nothing ran, and what was added has been aborted.
+            if len(items) == 1:
+                item = items[0]
+                code = _refusal_code(item, exc)
+                return [(item, _failed(item.request, code, str(exc), item.prompt_tokens))]
+            middle = len(items) // 2
+            return self._generate(items[:middle]) + self._generate(items[middle:])
+        assert len(outputs) == len(items), "vLLM returns one output per conversation"
+        return [(item, _result(item, output)) for item, output in zip(items, outputs, strict=True)]
+
+
+def _sampling_params(kwargs: dict[str, Any]) -> Any:
+    from vllm import SamplingParams
+    from vllm.exceptions import VLLMValidationError
+    from vllm.sampling_params import StructuredOutputsParams
+
+    args = dict(kwargs)
+    if (spec := args.pop("structured_outputs", None)) is not None:
+        args["structured_outputs"] = StructuredOutputsParams(**spec)
+    try:
+        return SamplingParams(**args)
+    except VLLMValidationError as exc:
+        raise EngineRequestError(str(exc), code=INVALID_REQUEST) from exc
+
+
+def _refusal_code(item: _Ready, exc: Exception) -> str:
+    message = str(exc).lower()
+    if "context length" in message:
+        return CONTEXT_LENGTH_EXCEEDED
+    if "structured_outputs" in item.kwargs and any(w in message for w in _FORMAT_WORDS):
+        return INVALID_RESPONSE_FORMAT
+    return INVALID_REQUEST
+
+
+def _failed(request: EngineRequest, code: str, message: str, prompt_tokens: int) -> EngineResult:
+    return EngineResult(request.id, None, ErrorInfo(code=code, message=message), prompt_tokens, 0)
+
+
+def _result(item: _Ready, output: Any) -> EngineResult:
+    """The response to one request from vLLM's ``RequestOutput``."""
+    top_k = item.kwargs.get("logprobs")
+    choices = [
+        Choice(
+            text=c.text,
+            token_ids=list(c.token_ids),
+            finish_reason=c.finish_reason,
+            logprobs=None if top_k is None else _logprobs(c.token_ids, c.logprobs, top_k),
+        )
+        for c in sorted(output.outputs, key=lambda c: c.index)
+    ]
+    for choice in choices:
+        if choice.finish_reason not in ("stop", "length"):
+            message = f"generation ended with finish_reason {choice.finish_reason!r}"
+            return _failed(item.request, ENGINE_ERROR, message, len(output.prompt_token_ids))
+    body = chat_completion(
+        request_id=item.request.id,
+        model=item.request.model,
+        created=now(),
+        prompt_token_ids=output.prompt_token_ids,
+        choices=choices,
+    )
+    usage = body["usage"]
+    return EngineResult(
+        item.request.id, body, None, usage["prompt_tokens"], usage["completion_tokens"]
+    )
+
+
+def _logprobs(
+    token_ids: Sequence[int], positions: Sequence[Mapping[int, Any]], top_k: int
+) -> list[TokenLogprob]:
+    """vLLM's per-position {token id: Logprob} maps as plain data.
+
+    Each map holds the sampled token and the ``top_k`` best (k or k+1 entries); the best
+    are the entries ranked 1..k.
+    """
+    out = []
+    for token_id, position in zip(token_ids, positions, strict=True):
+        chosen = position[token_id]
+        best = sorted(
+            (lp for lp in position.values() if lp.rank is not None and lp.rank <= top_k),
+            key=lambda lp: lp.rank,
+        )
+        out.append(
+            TokenLogprob(
+                token=chosen.decoded_token or "",
+                logprob=chosen.logprob,
+                top=[TopLogprob(lp.decoded_token or "", lp.logprob) for lp in best],
+            )
+        )
+    return out

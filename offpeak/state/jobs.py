@@ -1,0 +1,212 @@
+"""Jobs in the state database: claiming requests, launches, results, failures."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from offpeak.errors import NotFound
+from offpeak.schemas import Status
+from offpeak.state.db import Database
+from offpeak.state.models import ApiKey, Batch, Job, Request
+
+ID_CHUNK = 5000
+ACTIVE_JOB_STATUSES = ("created", "launched", "running")
+
+
+def pending_counts(db: Database) -> dict[str, int]:
+    """Sealed requests waiting to be scheduled, per requested model name."""
+    with db.session() as session:
+        rows = session.execute(
+            select(Request.model, func.count())
+            .where(Request.status == Status.REGISTERED.value, Request.segment.is_not(None))
+            .group_by(Request.model)
+        )
+        return {model: count for model, count in rows}
+
+
+def pending_requests(db: Database, models: Sequence[str], limit: int) -> list[tuple[str, str]]:
+    """(id, segment) of the oldest sealed, registered requests for ``models``."""
+    with db.session() as session:
+        rows = session.execute(
+            select(Request.id, Request.segment)
+            .where(
+                Request.status == Status.REGISTERED.value,
+                Request.segment.is_not(None),
+                Request.model.in_(models),
+            )
+            .order_by(Request.id)
+            .limit(limit)
+        )
+        return [(rid, str(segment)) for rid, segment in rows]
+
+
+def create_job(db: Database, job: Job, request_ids: Sequence[str], at: int) -> int:
+    """Insert ``job`` and move its requests to `in_progress`, atomically.
+
+    Compare-and-set: a request cancelled meanwhile stays cancelled and is not part of
+    the job. Returns how many requests the job holds; with none, no job is stored.
+    """
+    with db.session(write=True) as session:
+        session.add(job)
+        session.flush()
+        moved = 0
+        for start in range(0, len(request_ids), ID_CHUNK):
+            result = session.execute(
+                update(Request)
+                .where(
+                    Request.id.in_(request_ids[start : start + ID_CHUNK]),
+                    Request.status == Status.REGISTERED.value,
+                )
+                .values(status=Status.IN_PROGRESS.value, job_id=job.id, in_progress_at=at)
+            )
+            moved += result.rowcount  # type: ignore[attr-defined]
+        if moved == 0:
+            session.delete(job)
+            return 0
+        job.request_count = moved
+        batch_ids = select(Request.batch_id).where(Request.job_id == job.id).distinct()
+        session.execute(
+            update(Batch)
+            .where(Batch.id.in_(batch_ids), Batch.status == Status.REGISTERED.value)
+            .values(status=Status.IN_PROGRESS.value, in_progress_at=at)
+        )
+    return moved
+
+
+def get_job(db: Database, job_id: str) -> Job:
+    with db.session() as session:
+        job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found", code="job_not_found")
+    return job
+
+
+def active_jobs(db: Database) -> list[Job]:
+    """Jobs created, launched or running: the scheduler watches these."""
+    with db.session() as session:
+        return list(
+            session.scalars(select(Job).where(Job.status.in_(ACTIVE_JOB_STATUSES)).order_by(Job.id))
+        )
+
+
+def update_job(db: Database, job_id: str, **values: Any) -> None:
+    with db.session(write=True) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def in_progress_ids(db: Database, job_id: str, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` still wait on this job (cancelled ones drop out)."""
+    found: set[str] = set()
+    with db.session() as session:
+        for start in range(0, len(ids), ID_CHUNK):
+            found.update(
+                session.scalars(
+                    select(Request.id).where(
+                        Request.id.in_(ids[start : start + ID_CHUNK]),
+                        Request.job_id == job_id,
+                        Request.status == Status.IN_PROGRESS.value,
+                    )
+                )
+            )
+    return found
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The final state of one request, as written in a chunk's result file."""
+
+    id: str
+    status: Status
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: Decimal
+    error_code: str | None
+    error_message: str | None
+
+
+def apply_outcomes(
+    db: Database, job_id: str, result_key: str, outcomes: Sequence[Outcome], at: int
+) -> int:
+    """Record outcomes and debit their cost, once: only requests still in progress on
+    this job change (a cancelled request keeps its status and is not charged), and
+    applying the same chunk twice changes nothing. Returns how many changed.
+    """
+    by_id = {o.id: o for o in outcomes}
+    ids = list(by_id)
+    with db.session(write=True) as session:
+        owners: dict[str, str] = {}
+        for start in range(0, len(ids), ID_CHUNK):
+            query = select(Request.id, Request.key_id).where(
+                Request.id.in_(ids[start : start + ID_CHUNK]),
+                Request.job_id == job_id,
+                Request.status == Status.IN_PROGRESS.value,
+            )
+            if db.dialect == "postgresql":
+                query = query.with_for_update()
+            owners.update({rid: key_id for rid, key_id in session.execute(query)})
+        if not owners:
+            return 0
+        session.execute(
+            update(Request),
+            [
+                {
+                    "id": rid,
+                    "status": by_id[rid].status.value,
+                    "ended_at": at,
+                    "result_key": result_key,
+                    "prompt_tokens": by_id[rid].prompt_tokens,
+                    "completion_tokens": by_id[rid].completion_tokens,
+                    "cost_usd": by_id[rid].cost_usd,
+                    "error_code": by_id[rid].error_code,
+                    "error_message": by_id[rid].error_message,
+                }
+                for rid in owners
+            ],
+        )
+        debits: dict[str, Decimal] = defaultdict(Decimal)
+        for rid, key_id in owners.items():
+            debits[key_id] += by_id[rid].cost_usd
+        for key_id, amount in debits.items():
+            if amount:
+                session.execute(
+                    update(ApiKey)
+                    .where(ApiKey.id == key_id)
+                    .values(credits_usd=ApiKey.credits_usd - amount)
+                )
+    return len(owners)
+
+
+def fail_job(db: Database, job_id: str, code: str, message: str, at: int) -> int:
+    """Fail a job and every request still waiting on it; returns how many failed."""
+    with db.session(write=True) as session:
+        result = session.execute(
+            update(Request)
+            .where(Request.job_id == job_id, Request.status == Status.IN_PROGRESS.value)
+            .values(status=Status.FAILED.value, error_code=code, error_message=message, ended_at=at)
+        )
+        session.execute(
+            update(Job).where(Job.id == job_id).values(status="failed", error=message, ended_at=at)
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def expire_overdue(db: Database, at: int) -> int:
+    """Fail requests still waiting past their deadline (code `expired`, not charged)."""
+    with db.session(write=True) as session:
+        result = session.execute(
+            update(Request)
+            .where(Request.status == Status.REGISTERED.value, Request.expires_at < at)
+            .values(
+                status=Status.FAILED.value,
+                error_code="expired",
+                error_message="the request could not run before its completion window ended",
+                ended_at=at,
+            )
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]

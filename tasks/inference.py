@@ -1,0 +1,42 @@
+"""The inference task: one job through one engine."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+
+from offpeak.inference import JobRunner, open_engine
+from offpeak.state.jobs import get_job
+from tasks.runtime import runtime
+
+
+@task(cache_policy=NO_CACHE)
+def run_job(job_id: str) -> dict[str, Any]:
+    """Run a job chunk by chunk; each chunk's results are saved before the state moves."""
+    rt = runtime()
+    job = get_job(rt.db, job_id)
+    artifact = create_progress_artifact(
+        0.0,
+        key=f"job-{job_id}",
+        description=f"Inference job {job_id}: {job.request_count} requests",
+    )
+
+    def progress(done: int, total: int) -> None:
+        update_progress_artifact(artifact, 100.0 * done / total)
+
+    runner = JobRunner(
+        rt.db,
+        rt.store,
+        rt.registry,
+        rt.settings,
+        engine_factory=lambda: open_engine(rt.settings, rt.registry, job.model),
+    )
+    try:
+        report = runner.run(job_id, progress)
+    finally:
+        runner.close()
+    return {**asdict(report), "tokens_per_s": report.tokens_per_s}

@@ -1,0 +1,17 @@
+"""Tasks that publish results."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from offpeak.publish import publish_ready
+from tasks.retry import RETRY
+from tasks.runtime import runtime
+
+
+@task(cache_policy=NO_CACHE, **RETRY)
+def publish_ready_batches() -> list[str]:
+    """Write the JSONL of every batch whose requests have all ended."""
+    rt = runtime()
+    return [p.key for p in publish_ready(rt.db, rt.store)]

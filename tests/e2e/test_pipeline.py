@@ -1,0 +1,176 @@
+"""End to end through the real deployments, a worker and vLLM on CPU:
+API -> segment -> scheduler -> inference deployment -> publish -> JSONL via the API."""
+
+from __future__ import annotations
+
+import os
+import signal
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from offpeak.schemas import RequestObject
+from offpeak.state.models import ApiKey, Job, Request
+from tests.e2e.conftest import CHUNK_SIZE, Stack
+from tests.utils.services import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+MODEL = "llama-3.1-70b-instruct-fp16"
+# Far longer than the tiny model's 512-token context: the engine must refuse it alone.
+TOO_LONG = " ".join(f"word{i}" for i in range(1500))
+
+
+def submit(api: httpx.Client, content: str, **body: Any) -> str:
+    messages = [{"role": "user", "content": content}]
+    payload = {
+        "request_body": {"model": MODEL, "messages": messages, **body},
+        "metadata": {"custom_id": content[:20]},
+    }
+    response = api.post("/v1/requests", json=payload)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def wait_batch(api: httpx.Client, batch_id: str, timeout: float = 600) -> dict[str, Any]:
+    def ended() -> bool:
+        return api.get(f"/v1/batches/{batch_id}").json()["status"] in {"completed", "failed"}
+
+    wait_for(ended, f"batch {batch_id}", timeout=timeout)
+    batch: dict[str, Any] = api.get(f"/v1/batches/{batch_id}").json()
+    return batch
+
+
+def jobs_of(stack: Stack, request_ids: list[str]) -> list[Job]:
+    with stack.db.session() as session:
+        job_ids = set(session.scalars(select(Request.job_id).where(Request.id.in_(request_ids))))
+        return list(session.scalars(select(Job).where(Job.id.in_(job_ids))))
+
+
+def test_requests_flow_through_the_deployments_to_jsonl(stack: Stack) -> None:
+    with stack.client(stack.new_key()) as api:
+        ids = [submit(api, f"Tell me about topic {i}", max_tokens=16, seed=i) for i in range(10)]
+        bad = submit(api, TOO_LONG, max_tokens=16)
+        single = submit(api, "A request in no batch", max_tokens=8)
+        batch = api.post("/v1/batches", json={"requests_ids": [*ids, bad]}).json()
+        assert api.get(f"/v1/batches/{batch['id']}/results").status_code == 409
+
+        done = wait_batch(api, batch["id"])
+        assert done["status"] == "completed"
+        counts = done["request_counts"]
+        assert (counts["total"], counts["completed"], counts["failed"]) == (11, 10, 1)
+        response = api.get(f"/v1/batches/{batch['id']}/results")
+        assert response.status_code == 200
+        lines = [RequestObject.model_validate_json(line) for line in response.text.splitlines()]
+        assert [line.id for line in lines] == sorted([*ids, bad])
+        by_id = {line.id: line for line in lines}
+        for rid in ids:
+            line = by_id[rid]
+            assert line.status == "completed" and line.error is None and line.result_body
+            body = line.result_body
+            assert body["object"] == "chat.completion" and body["model"] == MODEL
+            assert len(body["choices"]) == 1
+            assert body["choices"][0]["finish_reason"] in {"stop", "length"}
+            usage = body["usage"]
+            assert 0 < usage["completion_tokens"] <= 16
+            assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        assert by_id[bad].status == "failed" and by_id[bad].result_body is None
+        assert by_id[bad].error and by_id[bad].error.code == "context_length_exceeded"
+
+        def single_done() -> bool:
+            return bool(api.get(f"/v1/requests/{single}/status").json()["status"] == "completed")
+
+        wait_for(single_done, "the single request", timeout=300)
+        result = api.get(f"/v1/requests/{single}").json()
+        assert result["result_body"]["choices"][0]["message"]["role"] == "assistant"
+        assert result["batch_id"] is None
+
+
+def test_a_killed_inference_run_is_recovered_without_loss_or_duplicates(stack: Stack) -> None:
+    key = stack.new_key()
+    with stack.client(key) as api:
+        ids = [
+            submit(api, f"Long story {i}", max_tokens=160, temperature=1.0)
+            for i in range(6 * CHUNK_SIZE)
+        ]
+        batch = api.post("/v1/batches", json={"requests_ids": ids}).json()
+
+        # Wait until the job has finished its first chunk, then kill its process.
+        def first_chunk_done() -> Job | None:
+            for job in jobs_of(stack, ids):
+                if job.runner and stack.object_path(f"jobs/{job.id}/chunk-00000.parquet").exists():
+                    return job
+            return None
+
+        wait_for(first_chunk_done, "the first chunk", timeout=400)
+        job = first_chunk_done()
+        assert job is not None and job.runner
+        os.kill(int(job.runner.rsplit(":", 1)[1]), signal.SIGKILL)
+        assert not stack.object_path(f"jobs/{job.id}/chunk-00005.parquet").exists()
+
+        done = wait_batch(api, batch["id"])
+    assert done["request_counts"]["completed"] == len(ids)
+    (recovered,) = jobs_of(stack, ids)
+    assert recovered.id == job.id and recovered.attempts == 2 and recovered.status == "completed"
+
+    import pyarrow.parquet as pq
+
+    chunk_files = sorted((stack.data_dir / "objects" / "jobs" / job.id).glob("chunk-*.parquet"))
+    ran = [rid for path in chunk_files for rid in pq.read_table(path)["id"].to_pylist()]
+    assert sorted(ran) == sorted(ids)  # every request ran exactly once
+    with stack.db.session() as session:
+        rows = list(session.scalars(select(Request).where(Request.id.in_(ids))))
+        key_row = session.scalar(select(ApiKey).where(ApiKey.id == rows[0].key_id))
+    for row in rows:
+        assert (
+            row.result_key
+            and row.id in pq.read_table(stack.object_path(row.result_key))["id"].to_pylist()
+        )
+    assert key_row is not None
+    spent = sum(r.cost_usd or Decimal(0) for r in rows)
+    assert key_row.credits_usd == pytest.approx(Decimal(10) - spent, abs=Decimal("1e-8"))
+
+
+def test_cancel_while_registered_and_while_in_progress(stack: Stack) -> None:
+    with stack.client(stack.new_key()) as api:
+        early = submit(api, "cancel me at once", max_tokens=8)
+        assert api.post(f"/v1/requests/{early}/cancel").json()["status"] == "cancelled"
+        early_batch_ids = [submit(api, f"early batch {i}", max_tokens=8) for i in range(2)]
+        early_batch = api.post("/v1/batches", json={"requests_ids": early_batch_ids}).json()
+        assert api.post(f"/v1/batches/{early_batch['id']}/cancel").json()["status"] == "cancelled"
+
+        late_ids = [
+            submit(api, f"late {i}", max_tokens=160, temperature=1.0) for i in range(6 * CHUNK_SIZE)
+        ]
+        late = api.post("/v1/batches", json={"requests_ids": late_ids}).json()
+
+        def started() -> bool:
+            return bool(
+                api.get(f"/v1/batches/{late['id']}/status").json()["status"] != "registered"
+            )
+
+        wait_for(started, "the batch to start", timeout=300)
+        cancelled = api.post(f"/v1/batches/{late['id']}/cancel").json()
+        assert cancelled["status"] == "cancelled"
+
+        # Let the job end; what was cancelled stays cancelled and is not charged.
+        def job_ended() -> bool:
+            return all(j.status in {"completed", "failed"} for j in jobs_of(stack, late_ids))
+
+        wait_for(job_ended, "the job to end", timeout=400)
+        statuses = [api.get(f"/v1/requests/{r}/status").json()["status"] for r in late_ids]
+        assert "cancelled" in statuses and set(statuses) <= {"completed", "cancelled"}
+        for rid in [early, *early_batch_ids]:
+            full = api.get(f"/v1/requests/{rid}").json()
+            assert full["status"] == "cancelled" and full["result_body"] is None
+        with stack.db.session() as session:
+            charged = session.scalars(
+                select(Request.cost_usd).where(
+                    Request.id.in_(late_ids), Request.status == "cancelled"
+                )
+            ).all()
+        assert set(charged) == {None}
+        assert api.get(f"/v1/batches/{late['id']}/results").status_code == 409
