@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install postgres test lint demo bench api clean
+.PHONY: install postgres test lint demo bench api serve clean
 
 install: $(STAMP)
 
@@ -37,9 +37,13 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/inference.py
 
 api: install
 	$(BIN)/offpeak api
+
+serve: install
+	$(BIN)/offpeak serve
 
 clean:
 	rm -rf $(VENV) .offpeak .pytest_cache .mypy_cache .ruff_cache

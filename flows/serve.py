@@ -74,9 +74,15 @@ class Stack:
         self.prefect_port = prefect_port
         self.env = dict(os.environ)
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.prefect_log: Path | None = None
 
-    def _spawn(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(args, env={**self.env, **env})
+    def _spawn(
+        self, name: str, args: list[str], log: Path | None = None, **env: str
+    ) -> subprocess.Popen[bytes]:
+        out = open(log, "ab") if log else None  # noqa: SIM115 - the child owns it
+        process = subprocess.Popen(args, env={**self.env, **env}, stdout=out, stderr=out)
+        if out:
+            out.close()
         self.processes.append((name, process))
         return process
 
@@ -92,10 +98,14 @@ class Stack:
                 PREFECT_SERVER_ANALYTICS_ENABLED="false",
                 PREFECT_API_URL=f"http://127.0.0.1:{self.prefect_port}/api",
             )
+            # Its log goes to a file: on SQLite its background services report
+            # harmless "database is locked" retries that would drown the terminal.
+            self.prefect_log = home / "server.log"
             server = self._spawn(
                 "prefect server",
                 [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                  "--port", str(self.prefect_port)],
+                log=self.prefect_log,
             )  # fmt: skip
             wait_healthy(self.env["PREFECT_API_URL"], server)
         os.environ["PREFECT_API_URL"] = self.env["PREFECT_API_URL"]
@@ -169,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             stack.api_port,
             stack.env["PREFECT_API_URL"].removesuffix("/api"),
         )
+        if stack.prefect_log:
+            log.info("Prefect server log: %s", stack.prefect_log)
         return stack.watch()
     finally:
         stack.stop()

@@ -15,6 +15,8 @@ from sqlalchemy import select
 from offpeak.schemas import RequestObject
 from offpeak.state.models import ApiKey, Job, Request
 from tests.e2e.conftest import CHUNK_SIZE, Stack
+from tests.utils import exxa_snippets as snippets
+from tests.utils.exxa_snippets import printed, run_snippet
 from tests.utils.services import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -174,3 +176,27 @@ def test_cancel_while_registered_and_while_in_progress(stack: Stack) -> None:
             ).all()
         assert set(charged) == {None}
         assert api.get(f"/v1/batches/{late['id']}/results").status_code == 409
+
+
+def test_getting_started_snippets_complete_a_batch_on_the_served_stack(stack: Stack) -> None:
+    key = stack.new_key()
+    created = [
+        printed(run_snippet(stack.base_url, key, snippets.SEND_REQUEST)[0]) for _ in range(2)
+    ]
+    first, second = (c["id"] for c in created)
+    (line,) = run_snippet(
+        stack.base_url, key, snippets.CREATE_BATCH, request_id1=first, request_id2=second
+    )
+    batch = printed(line)
+    with stack.client(key) as api:
+        wait_batch(api, batch["id"])
+    (status_line,) = run_snippet(
+        stack.base_url, key, snippets.BATCH_STATUS, batch_id_here=batch["id"]
+    )
+    assert printed(status_line)["status"] == "completed"
+    lines = run_snippet(stack.base_url, key, snippets.BATCH_RESULTS, batch_id_here=batch["id"])
+    results = [RequestObject.model_validate_json(text) for text in lines if text]
+    assert sorted(r.id for r in results) == sorted([first, second])
+    assert all(r.status == "completed" and r.result_body for r in results)
+    assert {r.metadata.get("batch_name") for r in results} == {None}
+    assert {r.batch_id for r in results} == {batch["id"]}

@@ -1,9 +1,40 @@
-"""The code snippets of EXXA's getting-started page, verbatim.
+"""The code snippets of EXXA's getting-started page, verbatim, and how tests run them.
 
 Tests run them as written; only the base URL and the placeholder ids are replaced.
 """
 
+import ast
+import os
+import subprocess
+import sys
+from typing import Any
+
 BASE_URL = "https://api.withexxa.com/v1"
+
+
+def run_snippet(base_url: str, key: str, code: str, **ids: str) -> list[str]:
+    """Run a snippet in its own Python process with EXXA_API_KEY set; its printed lines."""
+    code = code.replace(BASE_URL, f"{base_url}/v1")
+    for placeholder, value in ids.items():
+        assert placeholder in code, placeholder
+        code = code.replace(placeholder, value)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "EXXA_API_KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def printed(line: str) -> dict[str, Any]:
+    """The dict a snippet printed with print(response.json())."""
+    value: dict[str, Any] = ast.literal_eval(line)
+    return value
+
 
 SEND_REQUEST = """import requests
 import os
