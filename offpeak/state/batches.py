@@ -37,13 +37,17 @@ def create_batch(db: Database, key_id: str, create: BatchCreate, at: int) -> Bat
     batch_id = new_id()
     with db.session(write=True) as session:
         found: dict[str, tuple[str | None, int]] = {}
+        started = False
         for chunk in _chunks(ids):
             rows = session.execute(
-                select(Request.id, Request.batch_id, Request.expires_at).where(
+                select(Request.id, Request.batch_id, Request.expires_at, Request.status).where(
                     Request.id.in_(chunk), Request.key_id == key_id
                 )
             )
-            found.update({rid: (bid, exp) for rid, bid, exp in rows})
+            for rid, bid, exp, status in rows:
+                found[rid] = (bid, exp)
+                started = started or status != Status.REGISTERED
+
         missing = [i for i in ids if i not in found]
         if missing:
             raise NotFound(f"requests not found: {_name(missing)}", code="request_not_found")
@@ -52,10 +56,12 @@ def create_batch(db: Database, key_id: str, create: BatchCreate, at: int) -> Bat
             raise Conflict(
                 f"requests already in a batch: {_name(taken)}", code="request_already_in_batch"
             )
+        # A batch of requests already being processed (or done) is in progress at once.
         batch = Batch(
             id=batch_id,
             key_id=key_id,
-            status=Status.REGISTERED.value,
+            status=(Status.IN_PROGRESS if started else Status.REGISTERED).value,
+            in_progress_at=at if started else None,
             meta=create.metadata or {},
             webhook=str(create.webhook) if create.webhook else None,
             created_at=at,

@@ -236,3 +236,12 @@ def test_failing_a_job_fails_only_what_it_still_holds(
     failed = get_request(db, funded.id, ids[1])
     assert (failed.status, failed.error_code) == ("failed", "job_failed")
     assert state.get_job(db, job.id).status == "failed"
+
+
+def test_a_batch_of_requests_already_running_starts_in_progress(
+    db: Database, store: ObjectStore, registry: ModelRegistry, funded: ApiKey
+) -> None:
+    ids = submit(db, store, funded.id, ["a", "b"])
+    open_one(db, store, registry)
+    batch = create_batch(db, funded.id, BatchCreate(requests_ids=ids), now())
+    assert batch.status == "in_progress" and batch.in_progress_at is not None
