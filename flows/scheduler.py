@@ -41,15 +41,15 @@ def scheduler() -> dict[str, Any]:
     sealed = seal_leftovers()
     expired = expire_overdue()
     recovered = recover_jobs()
-    for job_id in recovered["relaunch"]:
-        launch_job(job_id)
+    for stopped in recovered["relaunch"]:
+        launch_job(stopped)
     launches = plan_launches()
     launched = []
     for launch in launches:
-        job_id = open_launch(launch)
-        if job_id:
-            launch_job(job_id)
-            launched.append(job_id)
+        opened = open_launch(launch)
+        if opened:
+            launch_job(opened)
+            launched.append(opened)
     published = publish_ready_batches()
     report = {
         "sealed": sealed,

@@ -54,15 +54,14 @@ def wait_healthy(api_url: str, process: subprocess.Popen[bytes], timeout: float 
 def set_scheduler_interval(seconds: float) -> None:
     """Replace the scheduler deployment's schedules with one active interval."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.schedules import IntervalSchedule
+    from prefect.client.schemas.schedules import SCHEDULE_TYPES, IntervalSchedule
 
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(SCHEDULER)
-        for schedule in client.read_deployment_schedules(deployment.id):
-            client.delete_deployment_schedule(deployment.id, schedule.id)
-        client.create_deployment_schedules(
-            deployment.id, [(IntervalSchedule(interval=timedelta(seconds=seconds)), True)]
-        )
+        for existing in client.read_deployment_schedules(deployment.id):
+            client.delete_deployment_schedule(deployment.id, existing.id)
+        interval: SCHEDULE_TYPES = IntervalSchedule(interval=timedelta(seconds=seconds))
+        client.create_deployment_schedules(deployment.id, [(interval, True)])
 
 
 class Stack:

@@ -6,11 +6,16 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from offpeak.publish import publish_ready
-from tasks.retry import RETRY
+from tasks.retry import RETRIES, RETRY_DELAYS, transient
 from tasks.runtime import runtime
 
 
-@task(cache_policy=NO_CACHE, **RETRY)
+@task(
+    cache_policy=NO_CACHE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=transient,
+)
 def publish_ready_batches() -> list[str]:
     """Write the JSONL of every batch whose requests have all ended."""
     rt = runtime()

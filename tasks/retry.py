@@ -20,4 +20,5 @@ def transient(_task: Any, _task_run: Any, state: Any) -> bool:
     return False
 
 
-RETRY = {"retries": 3, "retry_delay_seconds": [1, 5, 15], "retry_condition_fn": transient}
+RETRIES = 3
+RETRY_DELAYS: list[float] = [1, 5, 15]
