@@ -10,7 +10,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from offpeak.errors import ConfigError
@@ -102,6 +110,48 @@ class Settings(BaseSettings):
     )
     work_pool: str = Field("local", description="Prefect work pool `offpeak serve` runs.")
 
+    # The carbon signal (offpeak.carbon.open_provider builds the provider from these).
+    carbon_provider: Literal["replay", "electricitymaps", "ukgrid"] = Field(
+        "replay",
+        description="Where grid carbon intensity comes from: `replay` (a real 2022 trace "
+        "shipped with offpeak, no network), `electricitymaps` (Electricity Maps API v3, "
+        "needs OFFPEAK_ELECTRICITYMAPS_TOKEN) or `ukgrid` (UK Carbon Intensity API, GB only).",
+    )
+    electricitymaps_token: SecretStr | None = Field(
+        None, description="Electricity Maps API token, sent as the `auth-token` header."
+    )
+    electricitymaps_base_url: str = Field(
+        "https://api.electricitymaps.com/v3",
+        description="Base URL of the Electricity Maps API (older: https://api.electricitymap.org/v3).",
+    )
+    ukgrid_base_url: str = Field(
+        "https://api.carbonintensity.org.uk", description="Base URL of the UK Carbon Intensity API."
+    )
+    carbon_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        10.0, description="Timeout of one request to a carbon-intensity API, in seconds."
+    )
+    carbon_cache_seconds: Annotated[float, Field(ge=0)] = Field(
+        300.0,
+        description="Seconds an answer of a carbon-intensity API is reused, so a scheduler "
+        "tick asks each zone once (0 disables the cache).",
+    )
+    carbon_last_good_hours: Annotated[float, Field(ge=0)] = Field(
+        12.0,
+        description="While the carbon provider fails, its last forecast is used for this many "
+        "hours after it was fetched; then a forecast from the last day's history.",
+    )
+    replay_traces: Path | None = Field(
+        None,
+        description="A trace (Electricity Maps hourly CSV, .csv or .csv.gz) or a folder of them "
+        "for the replay provider. Defaults to the seven traces shipped with offpeak.",
+    )
+    replay_noise: Annotated[float, Field(ge=0)] = Field(
+        0.0,
+        description="Forecast error of the replay provider: each forecast point gets "
+        "N(0, replay_noise x the trace's mean) added (0.05 is a typical real forecast).",
+    )
+    replay_seed: int = Field(0, description="Seed of the replay provider's forecast noise.")
+
     @field_validator("storage_url")
     @classmethod
     def _storage_scheme(cls, url: str | None) -> str | None:
@@ -127,6 +177,25 @@ class Settings(BaseSettings):
     def _models_file(cls, path: Path) -> Path:
         if not path.is_file():
             raise ValueError(f"models_path {path} is not a file")
+        return path
+
+    @field_validator("electricitymaps_token")
+    @classmethod
+    def _token_when_needed(cls, token: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if token is not None and not token.get_secret_value().strip():
+            token = None
+        if token is None and info.data.get("carbon_provider") == "electricitymaps":
+            raise ValueError(
+                "OFFPEAK_ELECTRICITYMAPS_TOKEN is required when OFFPEAK_CARBON_PROVIDER="
+                "electricitymaps (or choose OFFPEAK_CARBON_PROVIDER=replay)"
+            )
+        return token
+
+    @field_validator("replay_traces")
+    @classmethod
+    def _traces_exist(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.exists():
+            raise ValueError(f"replay_traces {path} does not exist")
         return path
 
     @model_validator(mode="after")

@@ -89,3 +89,40 @@ class ObjectNotFound(StorageError, FileNotFoundError):
     """The object is not in storage."""
 
     code = "object_not_found"
+
+
+class CarbonSignalError(OffpeakError, ConnectionError):
+    """A carbon-intensity provider gave no usable answer.
+
+    The fallback chain (:mod:`offpeak.carbon.fallback`) catches this family: the
+    scheduler never stops because the grid signal is missing. Raised as such, with code
+    ``carbon_bad_request``, when the provider rejects the request itself (a 400).
+    """
+
+    code = "carbon_signal_error"
+
+
+class CarbonNotInPlan(CarbonSignalError):
+    """The provider refuses this data to our token: not in the plan, forbidden, or not
+    offered by this provider at all. Retrying does not help."""
+
+    code = "carbon_not_in_plan"
+
+
+class CarbonUnavailable(CarbonSignalError):
+    """The provider is down, throttling or unreachable (5xx, 429, timeouts, network),
+    still after the retries."""
+
+    code = "carbon_unavailable"
+
+
+class CarbonMalformed(CarbonSignalError):
+    """The provider answered with a body that is not the documented payload."""
+
+    code = "carbon_malformed"
+
+
+class CarbonUnknownZone(CarbonSignalError, LookupError):
+    """The provider knows no such zone or region, or has no data for it."""
+
+    code = "carbon_unknown_zone"
