@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.inference import run_job
+from tasks.inference import record_footprint, run_job
 from tasks.publishing import publish_ready_batches
 
 
@@ -15,11 +15,16 @@ from tasks.publishing import publish_ready_batches
 def inference(job_id: str) -> dict[str, Any]:
     """Run one job's requests through vLLM, then publish the batches it finished."""
     report = run_job(job_id)
+    footprint = record_footprint(job_id)
     published = publish_ready_batches()
     create_markdown_artifact(
         key=f"job-{job_id}-report",
         markdown="\n".join(
-            [f"# Job {job_id}", "", *(f"- **{k}**: {v}" for k, v in report.items())]
+            [
+                f"# Job {job_id}",
+                "",
+                *(f"- **{k}**: {v}" for k, v in {**report, "carbon": footprint}.items()),
+            ]
         ),
     )
-    return {**report, "published": published}
+    return {**report, "carbon": footprint, "published": published}

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from offpeak.errors import ConfigError
 
 PACKAGED_MODELS = Path(__file__).parent / "defaults" / "models.yaml"
+PACKAGED_POOLS = Path(__file__).parent / "defaults" / "pools.yaml"
 
 
 class Settings(BaseSettings):
@@ -69,6 +70,10 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Interface the HTTP API listens on.")
     api_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         8000, description="Port the HTTP API listens on (0 picks a free one)."
+    )
+    pools_path: Path = Field(
+        PACKAGED_POOLS,
+        description="Path of pools.yaml: GPU pools, their deployments, grid zones and power.",
     )
     models_path: Path = Field(
         PACKAGED_MODELS,
@@ -172,11 +177,11 @@ class Settings(BaseSettings):
             )
         return url
 
-    @field_validator("models_path")
+    @field_validator("models_path", "pools_path")
     @classmethod
-    def _models_file(cls, path: Path) -> Path:
+    def _config_file(cls, path: Path, info: ValidationInfo) -> Path:
         if not path.is_file():
-            raise ValueError(f"models_path {path} is not a file")
+            raise ValueError(f"{info.field_name} {path} is not a file")
         return path
 
     @field_validator("electricitymaps_token")

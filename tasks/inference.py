@@ -10,8 +10,12 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
+from offpeak.carbon import open_provider
+from offpeak.footprint import record_job_footprint
 from offpeak.inference import JobRunner, open_engine
+from offpeak.pools import load_pools
 from offpeak.state.jobs import get_job
+from tasks.retry import RETRIES, RETRY_DELAYS, transient
 from tasks.runtime import runtime
 
 
@@ -44,3 +48,18 @@ def run_job(job_id: str) -> dict[str, Any]:
     finally:
         runner.close()
     return {**asdict(report), "tokens_per_s": report.tokens_per_s}
+
+
+@task(
+    cache_policy=NO_CACHE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=transient,
+)
+def record_footprint(job_id: str) -> dict[str, float] | None:
+    """Account the job's energy and carbon, and each request's share against its baseline."""
+    rt = runtime()
+    footprint = record_job_footprint(
+        rt.db, open_provider(rt.settings), load_pools(rt.settings.pools_path), job_id
+    )
+    return asdict(footprint) if footprint else None

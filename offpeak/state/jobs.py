@@ -210,3 +210,52 @@ def expire_overdue(db: Database, at: int) -> int:
             )
         )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def job_requests_for_carbon(db: Database, job_id: str) -> list[tuple[str, int, int]]:
+    """(id, created_at, tokens) of the requests this job completed."""
+    with db.session() as session:
+        rows = session.execute(
+            select(
+                Request.id,
+                Request.created_at,
+                func.coalesce(Request.prompt_tokens, 0)
+                + func.coalesce(Request.completion_tokens, 0),
+            ).where(Request.job_id == job_id, Request.status == Status.COMPLETED.value)
+        )
+        return [(rid, created, int(tokens)) for rid, created, tokens in rows]
+
+
+def record_carbon(
+    db: Database,
+    job_id: str,
+    *,
+    pool: str,
+    zone: str,
+    energy_kwh: float,
+    intensity: float,
+    gco2e: float,
+    ran_at: int,
+    requests: Sequence[tuple[str, float, float]],
+) -> None:
+    """Store a job's footprint and each request's share (id, gco2e, baseline_gco2e)."""
+    with db.session(write=True) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(pool=pool, zone=zone, energy_kwh=energy_kwh, intensity=intensity, gco2e=gco2e)
+        )
+        if requests:
+            session.execute(
+                update(Request),
+                [
+                    {
+                        "id": rid,
+                        "gco2e": g,
+                        "baseline_gco2e": b,
+                        "carbon_zone": zone,
+                        "ran_at": ran_at,
+                    }
+                    for rid, g, b in requests
+                ],
+            )

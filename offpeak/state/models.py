@@ -75,6 +75,11 @@ class Request(Base):
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(16, 8))
+    # Carbon accounting, once its job has run (see offpeak/accounting.py).
+    gco2e: Mapped[float | None] = mapped_column(Float)
+    baseline_gco2e: Mapped[float | None] = mapped_column(Float)
+    carbon_zone: Mapped[str | None] = mapped_column(String(64))
+    ran_at: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_requests_key_id", "key_id", "id"),
@@ -113,5 +118,10 @@ class Job(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     wall_seconds: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
+    pool: Mapped[str | None] = mapped_column(String(200))
+    zone: Mapped[str | None] = mapped_column(String(64))
+    energy_kwh: Mapped[float | None] = mapped_column(Float)
+    intensity: Mapped[float | None] = mapped_column(Float)
+    gco2e: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_jobs_status", "status"),)
