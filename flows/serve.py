@@ -8,6 +8,7 @@ an interval of OFFPEAK_SCHEDULER_INTERVAL seconds), a worker, and the API.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -79,7 +80,10 @@ class Stack:
         self, name: str, args: list[str], log: Path | None = None, **env: str
     ) -> subprocess.Popen[bytes]:
         out = open(log, "ab") if log else None  # noqa: SIM115 - the child owns it
-        process = subprocess.Popen(args, env={**self.env, **env}, stdout=out, stderr=out)
+        # Each in its own process group: stopping it stops what it started (flow runs).
+        process = subprocess.Popen(
+            args, env={**self.env, **env}, stdout=out, stderr=out, start_new_session=True
+        )
         if out:
             out.close()
         self.processes.append((name, process))
@@ -96,6 +100,8 @@ class Stack:
                 PREFECT_HOME=str(home),
                 PREFECT_SERVER_ANALYTICS_ENABLED="false",
                 PREFECT_API_URL=f"http://127.0.0.1:{self.prefect_port}/api",
+                # Plan the scheduler's runs within seconds of deploying, not a minute.
+                PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
             )
             # Its log goes to a file: on SQLite its background services report
             # harmless "database is locked" retries that would drown the terminal.
@@ -138,6 +144,9 @@ class Stack:
                 log.warning("%s did not stop; killing it", name)
                 process.kill()
                 process.wait()
+            # Flow runs the worker started live in its group: they go with it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
 
     def watch(self) -> int:
         """Wait until a process exits or we are told to stop; the exit status."""

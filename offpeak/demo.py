@@ -1,10 +1,13 @@
-"""`make demo`: the EXXA getting-started page, run as written against a local offpeak.
+"""`make demo`: the whole offpeak pipeline on a fresh clone, driven through the EXXA API.
 
-On the embedded defaults (SQLite state, a local folder as object store, both under
-``./.offpeak-demo``, wiped at start), the demo creates an API key with the CLI, starts
-the API, runs the getting-started snippets with only the base URL and the placeholder
-ids changed, waits for the requests to be sealed into Parquet segments and shows them,
-cancels a request (and shows that a second cancel is refused), then stops the API.
+On the embedded defaults (SQLite state and a local object store in ``./.offpeak-demo``,
+wiped at start; the tiny model and vLLM's cache in ``./.offpeak``, kept so that a second
+run reuses them), the demo creates an API key with the CLI, starts the whole stack with
+``offpeak serve`` (Prefect server, work pool, deployments, worker, API), builds the tiny
+model, sends about 200 requests with the getting-started snippets (a few single ones and
+two batches, one holding a prompt too long for the model), follows them live through the
+scheduler, an inference job and publishing, checks every line of the batches' JSONL
+results, sums up tokens, throughput and credits from the state database, and stops.
 
 Run it with ``python -m offpeak.demo``; it exits non-zero with a message on any failure.
 """
@@ -13,78 +16,81 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from offpeak.config import Settings, load_settings
+from offpeak.demo_display import (
+    DemoError,
+    Progress,
+    compact,
+    counts_text,
+    header,
+    jobs_text,
+    note,
+    show,
+)
+from offpeak.engine.tiny import is_built
 from offpeak.errors import OffpeakError
-from offpeak.segments import read_segment
 from offpeak.state.db import Database
-from offpeak.state.models import Request
-from offpeak.storage import open_store
+from offpeak.state.models import ApiKey, Batch, Job, Request
 
-DATA_DIR_NAME = ".offpeak-demo"
+DATA_DIR, KEEP_DIR = Path(".offpeak-demo"), Path(".offpeak")  # wiped / kept between runs
 HOST = "127.0.0.1"
-STARTUP_TIMEOUT = 30.0
-STOP_TIMEOUT = 20.0
-# Variables that would point the demo away from its own embedded data folder.
-FOREIGN_SETTINGS = ("OFFPEAK_DATABASE_URL", "OFFPEAK_STORAGE_URL")
+CREDITS = Decimal(10)
+STARTUP_TIMEOUT, RUN_TIMEOUT, STOP_TIMEOUT = 240.0, 480.0, 60.0
+# Variables that would point the demo away from its own data folder and Prefect server.
+FOREIGN_SETTINGS = ("OFFPEAK_DATABASE_URL", "OFFPEAK_STORAGE_URL", "PREFECT_API_URL")
+DEMO_SETTINGS = {
+    "OFFPEAK_SCHEDULER_INTERVAL": "5",
+    "OFFPEAK_SEAL_INTERVAL": "0.5",
+    # Prefect creates the runs of a new schedule on this loop (60s by default): the
+    # scheduler's first run then comes within seconds, not up to a minute late.
+    "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+}
+FINAL = {"completed", "failed", "cancelled"}
+STATUSES = ("registered", "in_progress", "completed", "failed")
+FINAL_RUN = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
-# Single requests to send: (model, prompt). The first is the getting-started payload.
-PROMPTS = [
+MODELS = [
+    "llama-3.1-8b-instruct-fp16", "llama-3.1-70b-instruct-fp16",
+    "llama-3.3-70b-instruct-fp16", "llama-3.1-nemotron-70b-instruct-fp16",
+]  # fmt: skip
+# Single requests: (model, prompt). The first is the getting-started payload as written.
+SINGLES = [
     ("llama-3.1-70b-instruct-fp16", "Your query here"),
     ("llama-3.1-8b-instruct-fp16", "Write a haiku about wind turbines at night."),
     ("llama-3.3-70b-instruct-fp16", "Explain grid carbon intensity in two sentences."),
-    ("llama-3.1-nemotron-70b-instruct-fp16", "Name three ways to shift compute off-peak."),
 ]
-
-
-class DemoError(Exception):
-    """A step of the demo did not go as expected."""
-
-
-# --- output -------------------------------------------------------------------------------
-
-_TTY = sys.stdout.isatty()
-
-
-def header(title: str) -> None:
-    line = f"== {title} =="
-    print(f"\n\033[1m{line}\033[0m" if _TTY else f"\n{line}", flush=True)
-
-
-def note(text: str) -> None:
-    print(f"   {text}", flush=True)
-
-
-def compact(obj: object) -> str:
-    return json.dumps(obj, ensure_ascii=False)
-
-
-def show(response: requests.Response, expect: int) -> Any:
-    """Print ``response`` as one line of JSON and return its body; fail on another status."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = response.text
-    method = response.request.method if response.request else "?"
-    path = urlsplit(response.url).path
-    print(f"   {method} {path} -> {response.status_code} {compact(body)}", flush=True)
-    if response.status_code != expect:
-        raise DemoError(f"{method} {path} answered {response.status_code}, expected {expect}")
-    return body
+TEMPLATES = [
+    "Write a haiku about {}.", "Explain {} to a ten-year-old.", "List three facts about {}.",
+    "Summarise the history of {} in two sentences.", "Write a product description for {}.",
+    "What are the pros and cons of {}?",
+]  # fmt: skip
+TOPICS = [
+    "wind turbines", "solar panels at dusk", "heat pumps", "night trains", "data centres",
+    "tidal power", "electric buses", "home batteries", "the power grid", "geothermal wells",
+    "smart meters", "hydro dams", "bicycle couriers", "off-peak laundry", "cold storage",
+]  # fmt: skip
+# 1,500 words, far beyond the tiny model's 512-token context. The API accepts it (the
+# name it is sent to has a 128k context); the engine fails this one request alone.
+TOO_LONG = "Summarise this meeting transcript: " + " ".join(
+    f"{TOPICS[i % len(TOPICS)].split()[-1]} number {i}" for i in range(500)
+)
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -98,90 +104,117 @@ def offpeak_command() -> str:
     return str(script)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def create_key(env: dict[str, str]) -> str:
-    command = [offpeak_command(), "keys", "create", "--name", "demo", "--credits", "10", "--json"]
-    note("$ offpeak keys create --name demo --credits 10 --json")
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+def cli(env: dict[str, str], *args: str) -> str:
+    """Run `offpeak ARGS` and return what it printed; fail with its error output."""
+    note("$ offpeak " + " ".join(args))
+    done = subprocess.run(
+        [offpeak_command(), *args], env=env, capture_output=True, text=True, timeout=300
+    )
     if done.returncode != 0:
-        raise DemoError(f"`offpeak keys create` failed ({done.returncode}): {done.stderr.strip()}")
-    created = json.loads(done.stdout)
-    shown = {**created, "key": created["key"][:12] + "..."}
-    note(f"{compact(shown)}  (the secret is printed once; shortened here)")
-    return str(created["key"])
+        raise DemoError(f"`offpeak {' '.join(args)}` failed ({done.returncode}): {done.stderr}")
+    return done.stdout.strip()
 
 
-@contextmanager
-def api_server(env: dict[str, str], port: int, log_path: Path) -> Iterator[subprocess.Popen[str]]:
-    """`offpeak api` in a child process, ready when it yields, always stopped after."""
-    log = log_path.open("w")
-    command = [offpeak_command(), "api", "--port", str(port)]
-    note(f"$ offpeak api --port {port}   (log: {log_path})")
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
     try:
-        wait_healthy(proc, f"http://{HOST}:{port}/healthz", log_path)
-        yield proc
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
     finally:
-        stop(proc)
-        log.close()
+        for sock in sockets:
+            sock.close()
 
 
-def wait_healthy(proc: subprocess.Popen[str], url: str, log_path: Path) -> None:
-    started = time.monotonic()
-    deadline = started + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DemoError(f"the API exited with code {proc.returncode}:\n{tail(log_path)}")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                note(f"GET /healthz -> 200 after {time.monotonic() - started:.1f}s")
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise DemoError(f"the API was not healthy after {STARTUP_TIMEOUT:.0f}s:\n{tail(log_path)}")
-
-
-def stop(proc: subprocess.Popen[str]) -> int:
-    """Stop the API as Ctrl-C would (its writer seals what is left), then harder if needed."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    return proc.returncode
-
-
-def tail(path: Path, lines: int = 20) -> str:
+def tail(path: Path, lines: int = 25) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
     except OSError:
-        return "   (no API log)"
+        return "   (no log)"
     return "\n".join(f"   | {line}" for line in text[-lines:])
 
 
-# --- the getting-started snippets ---------------------------------------------------------
+@dataclass
+class Stack:
+    process: subprocess.Popen[bytes]
+    api_port: int
+    prefect_port: int
+    log: Path
+    stopped: bool = False
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.api_port}/v1"
+
+    @property
+    def prefect_ui(self) -> str:
+        return f"http://{HOST}:{self.prefect_port}"
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise DemoError(f"offpeak serve exited ({self.process.returncode}):\n{tail(self.log)}")
+
+    def wait_healthy(self) -> None:
+        started = time.monotonic()
+        while time.monotonic() - started < STARTUP_TIMEOUT:
+            self.check_alive()
+            with suppress(requests.ConnectionError):
+                if requests.get(f"http://{HOST}:{self.api_port}/healthz", timeout=2).ok:
+                    note(f"GET /healthz -> 200 after {time.monotonic() - started:.0f}s")
+                    return
+            time.sleep(0.5)
+        raise DemoError(f"the stack was not up after {STARTUP_TIMEOUT:.0f}s:\n{tail(self.log)}")
+
+    def stop(self) -> int:
+        """SIGINT, as Ctrl-C; then kill its process group (its own: start_new_session) if
+        it hangs, or if it left a process behind. Its exit code."""
+        if self.stopped:
+            return self.process.wait()
+        self.stopped = True
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                note(f"offpeak serve did not stop within {STOP_TIMEOUT:.0f}s: killing it")
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, 0)  # raises when the group is empty
+            note("killing the processes it left running (flow runs of its stopped worker)")
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self.process.wait()
 
 
-def send_requests(base_url: str) -> list[str]:
-    header("2. Send requests (getting started, step 2)")
+@contextmanager
+def serve(env: dict[str, str], log: Path) -> Iterator[Stack]:
+    """`offpeak serve` in a process group of its own, always stopped afterwards."""
+    api_port, prefect_port = free_ports(2)
+    command = ["serve", "--port", str(api_port), "--prefect-port", str(prefect_port)]
+    note(f"$ offpeak {' '.join(command)}   (log: {log})")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [offpeak_command(), *command],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # our Ctrl-C reaches it through stop() only
+        )
+    stack = Stack(process, api_port, prefect_port, log)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+# --- sending: the getting-started snippets ------------------------------------------------
+
+
+def send_singles(base_url: str) -> list[str]:
+    header("3. Single requests (getting started, step 2)")
     request_ids: list[str] = []
-
-    api_key = os.environ["EXXA_API_KEY"]
-    url = f"{base_url}/requests"
-    headers = {"X-API-Key": api_key, "Content-Type": "application/json"}
-    for model, content in PROMPTS:
+    for model, content in SINGLES:
+        api_key = os.environ["EXXA_API_KEY"]
+        url = f"{base_url}/requests"
+        headers = {"X-API-Key": api_key, "Content-Type": "application/json"}
         payload = {
             "request_body": {
                 "model": model,
@@ -194,180 +227,307 @@ def send_requests(base_url: str) -> list[str]:
     return request_ids
 
 
-def create_batch(base_url: str, request_ids: list[str]) -> str:
-    header("3. Create a batch of two requests (step 3)")
+@dataclass
+class DemoBatch:
+    name: str
+    custom_ids: dict[str, str] = field(default_factory=dict)  # request id -> custom_id
+    bad_id: str | None = None
+    id: str = ""
+
+
+def batch_payloads(name: str, count: int, rng: random.Random) -> list[dict[str, Any]]:
+    """``count`` varied requests, each with a ``metadata.custom_id``."""
+    payloads = []
+    for i in range(count):
+        body: dict[str, Any] = {
+            "model": rng.choice(MODELS),
+            "messages": [
+                {"role": "user", "content": rng.choice(TEMPLATES).format(rng.choice(TOPICS))}
+            ],
+            "max_tokens": rng.randint(16, 64),
+        }
+        if i % 3 == 0:
+            body["seed"] = i
+        payloads.append({"request_body": body, "metadata": {"custom_id": f"{name}-{i:03d}"}})
+    return payloads
+
+
+def send_batch(base_url: str, name: str, count: int, rng: random.Random, bad: bool) -> DemoBatch:
+    batch = DemoBatch(name)
+    payloads = batch_payloads(name, count, rng)
+    headers = {"X-API-Key": os.environ["EXXA_API_KEY"]}
+    started = time.monotonic()
+    with requests.Session() as session:
+        for payload in payloads:
+            response = session.post(f"{base_url}/requests", headers=headers, json=payload)
+            rid = show(response, 201, quiet=True)["id"]
+            batch.custom_ids[rid] = payload["metadata"]["custom_id"]
+    took = time.monotonic() - started
+    note(f"{name}: {count} requests sent in {took:.1f}s, e.g. {compact(payloads[0])}")
+    if bad:
+        note("and one the engine cannot run: 1,500 words for the tiny model's 512 tokens")
+        payload = {
+            "request_body": {
+                "model": MODELS[1],
+                "messages": [{"role": "user", "content": TOO_LONG}],
+            },
+            "metadata": {"custom_id": f"{name}-too-long"},
+        }
+        response = requests.post(f"{base_url}/requests", headers=headers, json=payload)
+        batch.bad_id = rid = show(response, 201, limit=120)["id"]
+        batch.custom_ids[rid] = payload["metadata"]["custom_id"]
 
     api_key = os.environ["EXXA_API_KEY"]
     url = f"{base_url}/batches"
     headers = {"X-API-Key": api_key, "Content-Type": "application/json"}
     payload = {
-        "requests_ids": [request_ids[0], request_ids[1]],
-        "metadata": {"batch_name": "MyFirstBatch"},
+        "requests_ids": list(batch.custom_ids),
+        "metadata": {"batch_name": name},
     }
 
     response = requests.post(url, headers=headers, json=payload)
-    return str(show(response, 201)["id"])
+    batch.id = show(response, 201)["id"]
+    return batch
 
 
-def check_batch_status(base_url: str, batch_id: str) -> None:
-    header("4. Check the status of the batch (step 4.1)")
-
-    api_key = os.environ["EXXA_API_KEY"]
-    url = f"{base_url}/batches/{batch_id}/status"
-    headers = {"X-API-Key": api_key}
-
-    response = requests.get(url, headers=headers)
-    show(response, 200)
+# --- waiting ------------------------------------------------------------------------------
 
 
-def check_request_status(base_url: str, request_ids: list[str]) -> None:
-    header("5. Check the status of a request (step 4.2)")
-
-    api_key = os.environ["EXXA_API_KEY"]
-    request_id = request_ids[0]
-    url = f"{base_url}/requests/{request_id}/status"
-    headers = {"X-API-Key": api_key}
-
-    response = requests.get(url, headers=headers)
-    show(response, 200)
-
-    note("Is a request in a batch? Its full object (GET /v1/requests/{id}) has batch_id:")
-    for request_id in (request_ids[0], request_ids[2]):
-        response = requests.get(f"{base_url}/requests/{request_id}", headers=headers)
-        batch = show_quiet(response, 200)["batch_id"]
-        note(f"  {request_id}: batch_id = {compact(batch)}")
-
-
-def show_quiet(response: requests.Response, expect: int) -> Any:
-    if response.status_code != expect:
-        raise DemoError(f"{response.url} answered {response.status_code}: {response.text}")
+def get_json(session: requests.Session, url: str) -> Any:
+    response = session.get(url, headers={"X-API-Key": os.environ["EXXA_API_KEY"]}, timeout=30)
+    if response.status_code != 200:
+        raise DemoError(f"GET {url} answered {response.status_code}: {response.text}")
     return response.json()
 
 
-def cancel(base_url: str, request_id: str) -> None:
-    header("7. Cancel a request (step 6), then cancel it again")
+def wait_done(stack: Stack, db: Database, batches: list[DemoBatch], singles: list[str]) -> None:
+    header("5. Scheduler -> inference job (vLLM) -> publish, live")
+    note(f"the scheduler runs every {DEMO_SETTINGS['OFFPEAK_SCHEDULER_INTERVAL']}s; "
+         f"flow runs in the Prefect UI: {stack.prefect_ui}")  # fmt: skip
+    note(f"requests {'/'.join(STATUSES)}, per batch (GET /v1/batches/{{id}}) and single:")
+    all_ids = [*singles, *(rid for batch in batches for rid in batch.custom_ids)]
+    progress = Progress()
+    with requests.Session() as session:
+        while True:
+            stack.check_alive()
+            parts, ended = [], True
+            for batch in batches:
+                body = get_json(session, f"{stack.base_url}/batches/{batch.id}")
+                ended &= body["status"] in FINAL
+                parts.append(f"{batch.name} {slashed(body['request_counts'])}")
+            statuses = Counter(
+                get_json(session, f"{stack.base_url}/requests/{rid}/status")["status"]
+                for rid in singles
+            )
+            ended &= set(statuses) <= FINAL
+            parts.append(f"singles {slashed(statuses)}")
+            with db.session() as db_session:
+                job_ids = select(Request.job_id).where(Request.id.in_(all_ids))
+                jobs = Counter(db_session.scalars(select(Job.status).where(Job.id.in_(job_ids))))
+            parts.append(jobs_text(jobs))
+            line = "  ".join(parts)
+            if ended:
+                progress.done(line)
+                note("every request has ended; both batches are completed (JSONL published)")
+                return
+            progress.update(line)
+            if time.monotonic() - progress.started > RUN_TIMEOUT:
+                progress.done(line)
+                raise DemoError(
+                    f"not done after {RUN_TIMEOUT / 60:.0f} minutes; the end of the stack's "
+                    f"log ({stack.log}):\n{tail(stack.log)}"
+                )
+            time.sleep(1)
 
+
+def slashed(counts: dict[str, int]) -> str:
+    return "/".join(str(counts.get(status, 0)) for status in STATUSES)
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+def fetch_results(base_url: str, batch: DemoBatch) -> list[dict[str, Any]]:
+    """The batch's JSONL, read as getting started's step 5 does, and checked line by line."""
     api_key = os.environ["EXXA_API_KEY"]
+    batch_id = batch.id
+    url = f"{base_url}/batches/{batch_id}/results"
     headers = {"X-API-Key": api_key}
 
-    # Cancel an individual request
-    url = f"{base_url}/batches/{request_id}/cancel"
-    response = requests.post(url, headers=headers)
-    show(response, 200)
+    response = requests.get(url, headers=headers)
+    if response.status_code != 200:
+        raise DemoError(f"GET {url} answered {response.status_code}: {response.text}")
+    lines = []
+    for line in response.iter_lines():
+        result = json.loads(line)
+        lines.append(result)
 
-    note("A second cancel is refused: the request has already ended.")
-    response = requests.post(url, headers=headers)
-    show(response, 409)
-
-
-# --- sealing: the state database and the Parquet segments ---------------------------------
-
-
-def wait_sealed(settings: Settings, request_ids: list[str]) -> list[Request]:
-    """The requests' rows once every one of them points at a segment."""
-    header(f"6. Sealed into Parquet (the API seals every {settings.seal_interval:g}s)")
-    db = Database(settings.database_url or "", run_migrations=False)
-    try:
-        started = time.monotonic()
-        deadline = started + 5 * settings.seal_interval + 10
-        while True:
-            with db.session() as session:
-                rows = list(
-                    session.scalars(
-                        select(Request).where(Request.id.in_(request_ids)).order_by(Request.id)
-                    )
-                )
-            if len(rows) == len(request_ids) and all(r.segment for r in rows):
-                note(f"all {len(rows)} requests sealed after {time.monotonic() - started:.1f}s")
-                return rows
-            if time.monotonic() > deadline:
-                waiting = [r.id for r in rows if not r.segment]
-                raise DemoError(f"requests still unsealed after the wait: {', '.join(waiting)}")
-            time.sleep(0.2)
-    finally:
-        db.dispose()
+    if sorted(line["id"] for line in lines) != sorted(batch.custom_ids):
+        raise DemoError(f"batch {batch.name}: the ids in its results are not those sent")
+    for line in lines:
+        rid, custom_id = line["id"], batch.custom_ids[line["id"]]
+        if line["metadata"].get("custom_id") != custom_id:
+            raise DemoError(f"{rid}: metadata {line['metadata']} has not custom_id {custom_id}")
+        if rid == batch.bad_id:
+            if line["status"] != "failed" or line["error"]["code"] != "context_length_exceeded":
+                raise DemoError(f"the too-long request did not fail as expected: {line}")
+        elif line["status"] != "completed" or not (line["result_body"] or {}).get("choices"):
+            raise DemoError(f"{rid} ({custom_id}) has no completion: {compact(line, 400)}")
+    return lines
 
 
-def show_segments(settings: Settings, rows: list[Request]) -> None:
-    note("state DB (offpeak.state): status, batch and segment of each request")
-    for row in rows:
-        body = "kept" if row.body else "dropped (now in the segment)"
-        note(f"  {row.id}  {row.status:10}  batch={row.batch_id or '-':24}  body in DB: {body}")
-        note(f"    segment: {row.segment}")
-    store = open_store(settings)
-    for key in sorted({r.segment for r in rows if r.segment}):
-        table = read_segment(store, key)
-        note(f"segment {key}  (offpeak.segments.read_segment)")
-        note(f"  file: {store.uri(key)}")
-        note(f"  rows: {table.num_rows}")
-        note("  schema: " + ", ".join(f"{f.name}: {f.type}" for f in table.schema))
-        first = table.slice(0, 1).to_pylist()[0]
-        note(f"  first row: {first['id']} {first['model']} request_body={first['request_body']}")
+def show_results(base_url: str, batches: list[DemoBatch], singles: list[str]) -> None:
+    header("6. Results (getting started, step 5: GET /v1/batches/{id}/results)")
+    note("(the tiny model's weights are random: its text is gibberish, its tokens are real)")
+    for batch in batches:
+        lines = fetch_results(base_url, batch)
+        by_status = counts_text(Counter(line["status"] for line in lines))
+        note(f"{batch.name}: {len(lines)} JSONL lines, every one checked ({by_status})")
+        first = next(line for line in lines if line["status"] == "completed")
+        answer = first["result_body"]["choices"][0]["message"]["content"]
+        note(f"  {first['metadata']['custom_id']}: {compact(answer, 70)}")
+        note(f"    usage {compact(first['result_body']['usage'])}")
+        for bad in (line for line in lines if line["id"] == batch.bad_id):
+            note(f"  {bad['metadata']['custom_id']}: failed {compact(bad['error'], 140)}")
+    with requests.Session() as session:
+        for rid in singles[:1]:
+            single = get_json(session, f"{base_url}/requests/{rid}")
+            answer = single["result_body"]["choices"][0]["message"]["content"]
+            note(f"single {rid} (GET /v1/requests/{{id}}): {compact(answer, 60)}")
+
+
+# --- summary, from the state database -----------------------------------------------------
+
+
+def summary(stack: Stack, db: Database, data_dir: Path, key_id: str) -> None:
+    header("7. Summary")
+    mine = Request.key_id == key_id
+    with db.session() as session:
+        counted = select(Request.status, func.count()).where(mine).group_by(Request.status)
+        by_status = Counter({status: int(n) for status, n in session.execute(counted)})
+        tokens = session.execute(
+            select(func.sum(Request.prompt_tokens), func.sum(Request.completion_tokens)).where(mine)
+        ).one()
+        job_ids = select(Request.job_id).where(mine)
+        jobs = list(session.scalars(select(Job).where(Job.id.in_(job_ids)).order_by(Job.id)))
+        batches = list(session.scalars(select(Batch).where(Batch.key_id == key_id)))
+        key = session.get(ApiKey, key_id)
+    note(f"requests: {sum(by_status.values())} ({counts_text(by_status)})")
+    note(f"tokens: {tokens[0] or 0} prompt, {tokens[1] or 0} completion")
+    for job in jobs:
+        wall = job.wall_seconds or 0.0
+        rate = job.completion_tokens / wall if wall else 0.0
+        note(f"job {job.id}: {job.request_count} requests, {job.completion_tokens} completion "
+             f"tokens in {wall:.1f}s = {rate:.0f} tokens/s (vLLM's start-up included)")  # fmt: skip
+    for batch in sorted(batches, key=lambda b: b.id):
+        path = data_dir / "objects" / (batch.results_key or "?")
+        size = path.stat().st_size
+        note(f"{batch.meta.get('batch_name')} JSONL: ./{path.relative_to(Path.cwd())} ({size:,} B)")
+    spent = CREDITS - (key.credits_usd if key else CREDITS)
+    note(f"credits: ${spent:.6f} spent of ${CREDITS}")
+    note(f"Prefect UI, while the stack runs: {stack.prefect_ui} (flow runs, plan artifacts)")
+    note("`make serve` keeps the stack running: API http://127.0.0.1:8000/v1, Prefect UI "
+         "http://127.0.0.1:4200, data in ./.offpeak")  # fmt: skip
+
+
+def wait_flow_runs(stack: Stack, db: Database, key_id: str) -> None:
+    """Let the jobs' inference flow runs end (they report and publish after the results)
+    rather than interrupt them; for half a minute at most, quietly if Prefect fails us."""
+    with db.session() as session:
+        job_ids = select(Request.job_id).where(Request.key_id == key_id)
+        runs = session.scalars(select(Job.flow_run_id).where(Job.id.in_(job_ids))).all()
+    deadline = time.monotonic() + 30
+    with requests.Session() as client, suppress(requests.RequestException, KeyError, ValueError):
+        for run_id in filter(None, runs):
+            while time.monotonic() < deadline:
+                run = client.get(f"{stack.prefect_ui}/api/flow_runs/{run_id}", timeout=10).json()
+                if run["state_type"] in FINAL_RUN:
+                    note(f"inference flow run {run['name']}: {run['state_name']}")
+                    break
+                time.sleep(0.5)
 
 
 # --- the whole run ------------------------------------------------------------------------
 
 
-def run(data_dir: Path) -> None:
-    header("1. Fresh data folder, API key, API server")
+def demo_env(data_dir: Path, keep_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_SETTINGS}
+    env.update(DEMO_SETTINGS)
+    env["OFFPEAK_DATA_DIR"] = str(data_dir)
+    env["OFFPEAK_MODELS_DIR"] = str(keep_dir / "models")
+    env["OFFPEAK_CACHE_DIR"] = str(keep_dir / "cache")
+    # `requests` would send loopback calls to a configured proxy.
+    no_proxy = env.get("NO_PROXY") or env.get("no_proxy")
+    env["NO_PROXY"] = env["no_proxy"] = ",".join(p for p in (no_proxy, HOST, "localhost") if p)
+    return env
+
+
+def run(data_dir: Path, keep_dir: Path) -> None:
+    header("1. A fresh data folder and an API key")
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
-    note(f"data folder: {data_dir} (SQLite state + local object store)")
-    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_SETTINGS}
-    env["OFFPEAK_DATA_DIR"] = str(data_dir)
-    settings = load_settings(data_dir=data_dir, database_url=None, storage_url=None)
+    note(f"data: ./{DATA_DIR} (wiped); tiny model and vLLM cache: ./{KEEP_DIR} (kept)")
+    env = demo_env(data_dir, keep_dir)
+    os.environ.update(NO_PROXY=env["NO_PROXY"], no_proxy=env["no_proxy"])
+    created = json.loads(cli(env, "keys", "create", "--name", "demo", "--credits", "10", "--json"))
+    note(compact({**created, "key": created["key"][:12] + "..."}) + "  (secret shortened)")
+    os.environ["EXXA_API_KEY"] = created["key"]
 
-    os.environ["EXXA_API_KEY"] = create_key(env)
-    # The snippets use `requests`, which would send loopback calls to a configured proxy.
-    no_proxy = os.environ.get("NO_PROXY") or os.environ.get("no_proxy")
-    os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(
-        p for p in (no_proxy, HOST, "localhost") if p
-    )
+    header("2. The stack: Prefect server, work pool, deployments, worker, API")
+    note(" ".join(f"{k}={v}" for k, v in DEMO_SETTINGS.items()))
+    with serve(env, data_dir / "serve.log") as stack:
+        built = is_built(keep_dir / "models" / "tiny-chat")
+        note("while it starts, build the tiny model so that the first job need not wait:")
+        started = time.monotonic()
+        output = cli(env, "models", "build-tiny")
+        reused = " (built by an earlier run: reused)" if built else ""
+        note(f"{output} in {time.monotonic() - started:.1f}s{reused}")
+        stack.wait_healthy()
+        note(f"API {stack.base_url}, Prefect UI {stack.prefect_ui}")
 
-    port = free_port()
-    base_url = f"http://{HOST}:{port}/v1"
-    with api_server(env, port, data_dir / "api.log") as proc:
-        request_ids = send_requests(base_url)
-        batch_id = create_batch(base_url, request_ids)
-        check_batch_status(base_url, batch_id)
-        check_request_status(base_url, request_ids)
-        rows = wait_sealed(settings, request_ids)
-        show_segments(settings, rows)
-        cancel(base_url, request_ids[2])
-
-        header("8. Stop the API")
-        code = stop(proc)
+        singles = send_singles(stack.base_url)
+        header("4. Two batches (steps 2 and 3: requests with a custom_id, then a batch)")
+        rng = random.Random(2024)
+        batches = [
+            send_batch(stack.base_url, "newsletter", 100, rng, bad=False),
+            send_batch(stack.base_url, "support", 90, rng, bad=True),
+        ]
+        db = Database(f"sqlite:///{data_dir / 'offpeak.db'}", run_migrations=False)
+        try:
+            wait_done(stack, db, batches, singles)
+            show_results(stack.base_url, batches, singles)
+            summary(stack, db, data_dir, created["id"])
+            header("8. Stop the stack (SIGINT, as Ctrl-C)")
+            wait_flow_runs(stack, db, created["id"])
+        finally:
+            db.dispose()
+        started = time.monotonic()
+        code = stack.stop()
         if code != 0:
-            raise DemoError(f"the API exited with code {code}:\n{tail(data_dir / 'api.log')}")
-        note("stopped cleanly (exit code 0)")
-
-    header("Summary")
-    note(f"API key created with the CLI; API served on {base_url}")
-    note(f"{len(request_ids)} requests sent with the getting-started snippets")
-    note(f"batch {batch_id} (MyFirstBatch) created from two of them; statuses read back")
-    note(f"all {len(rows)} requests sealed into Parquet segments and read back")
-    note(f"request {request_ids[2]} cancelled; a second cancel answered 409")
-    note(f"data folder: {data_dir} (state DB offpeak.db, segments under objects/)")
+            raise DemoError(f"offpeak serve exited with code {code}:\n{tail(stack.log)}")
+        note(f"stopped in {time.monotonic() - started:.1f}s, exit code 0")
 
 
 def _terminated(signum: int, _frame: object) -> None:
     print("\ndemo terminated", file=sys.stderr)
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks: the API is stopped
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks: the stack stops
 
 
 def main() -> int:
     signal.signal(signal.SIGTERM, _terminated)
-    data_dir = Path.cwd() / DATA_DIR_NAME
     started = time.monotonic()
     try:
-        run(data_dir)
+        run(Path.cwd() / DATA_DIR, Path.cwd() / KEEP_DIR)
     except KeyboardInterrupt:
         print("\ndemo interrupted", file=sys.stderr)
         return 130
     except (DemoError, OffpeakError, requests.RequestException, OSError, ValueError) as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr)
         return 1
-    print(f"\ndemo finished in {time.monotonic() - started:.1f}s")
+    except KeyError as exc:
+        print(f"\ndemo failed: an answer had no {exc} field", file=sys.stderr)
+        return 1
+    print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
     return 0
 
 
