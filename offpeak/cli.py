@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 import click
 
@@ -188,3 +189,73 @@ def seal() -> None:
     for result in results:
         click.echo(f"{result.rows:>7} rows -> {result.segment}")
     click.echo(f"sealed {sum(r.rows for r in results)} requests into {len(results)} segments")
+
+
+@main.command()
+@click.option(
+    "--trace",
+    "traces",
+    multiple=True,
+    metavar="PATH|ZONE",
+    help="Electricity Maps hourly CSV (.csv or .csv.gz), or the zone of a shipped 2022 "
+    "trace (BR, US-CAL-CISO, DE, US-TEX-ERCO, ES, GB, NO); one pool each, the first is "
+    "the default pool. Repeatable. [default: DE]",
+)
+@click.option("--jobs", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--deadline", default="24h", show_default=True, help="Deadline after arrival: 30m, 6h, 3d."
+)
+@click.option(
+    "--forecast",
+    default="perfect",
+    show_default=True,
+    help="What the forecast-driven policies see: perfect, noisy:E (e.g. noisy:0.05), persistence.",
+)
+@click.option(
+    "--capacity",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Concurrent jobs per pool. [default: unlimited]",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a PNG: a sample week with each policy's placements, and the savings.",
+)
+def simulate(
+    traces: tuple[str, ...],
+    jobs: int,
+    deadline: str,
+    forecast: str,
+    capacity: int | None,
+    seed: int,
+    as_json: bool,
+    plot: Path | None,
+) -> None:
+    """Replay a year of grid carbon intensity and compare launch policies."""
+    from offpeak import simulate as sim
+    from offpeak.schemas import window_seconds
+
+    try:
+        deadline_h = window_seconds(deadline) / 3600
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--deadline") from None
+    report = sim.simulate(
+        [sim.resolve_trace(t) for t in traces or ("DE",)],
+        jobs=jobs,
+        deadline_h=deadline_h,
+        forecast=forecast,
+        capacity=capacity,
+        seed=seed,
+    )
+    if plot is not None:
+        sim.plot(report, plot)
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+        for note in report.notes():
+            click.echo(note, err=True)
+    else:
+        click.echo(report.table())

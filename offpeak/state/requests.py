@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Row, Text, cast, insert, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from offpeak.errors import Conflict, NotFound
 from offpeak.ids import new_id
@@ -81,6 +81,41 @@ def list_requests(
         query = query.where(Request.status == status.value)
     with db.session() as session:
         return list(session.scalars(query.order_by(Request.id).limit(limit)))
+
+
+# What a published line needs of a request, by name: plain columns, no ORM object, and
+# the metadata as the JSON text stored (not parsed).
+LINE_COLUMNS: dict[str, InstrumentedAttribute[Any] | ColumnElement[Any]] = {
+    "id": Request.id,
+    "status": Request.status,
+    "created_at": Request.created_at,
+    "expires_at": Request.expires_at,
+    "in_progress_at": Request.in_progress_at,
+    "ended_at": Request.ended_at,
+    "metadata": cast(Request.meta, Text),
+    "body": Request.body,
+    "segment": Request.segment,
+    "result_key": Request.result_key,
+    "error_code": Request.error_code,
+    "error_message": Request.error_message,
+    "completion_window": Request.completion_window,
+    "webhook": Request.webhook,
+    "batch_id": Request.batch_id,
+}
+
+
+def batch_line_rows(
+    session: Session, key_id: str, batch_id: str, page: int
+) -> Iterator[Sequence[Row[Any]]]:
+    """A batch's requests in id order as tuples of LINE_COLUMNS, ``page`` at a time: one
+    query streamed (a server-side cursor on PostgreSQL), so memory stays flat."""
+    query = (
+        select(*LINE_COLUMNS.values())
+        .where(Request.key_id == key_id, Request.batch_id == batch_id)
+        .order_by(Request.id)
+        .execution_options(yield_per=page)
+    )
+    yield from session.connection().execute(query).partitions()
 
 
 def cancel_request(db: Database, key_id: str, request_id: str, at: int) -> Request:
