@@ -38,6 +38,7 @@ demo: install
 bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/planner.py
 
 api: install
 	$(BIN)/offpeak api

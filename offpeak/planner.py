@@ -13,8 +13,9 @@ One tick, in order:
    ``max_job_gpu_s`` (never so long that the job's earliest deadline breaks).
 2. *Reservation* (the deadline guarantee): in earliest-deadline-first order, every job
    reserves the place that finishes it soonest, given the capacity already committed
-   (running jobs, earlier reservations). A job that cannot finish in time even so is
-   *late*; it is placed after all others, at its earliest finish.
+   (running jobs, earlier reservations); if that leaves a few jobs late, least-laxity
+   order is tried as well. A job that cannot finish in time even so is *late*: it is
+   placed after all others, at its earliest finish.
 3. *Improvement*: biggest job first, each job gives up its reservation and takes the
    cleanest (pool, slot) that still meets its deadline and has room; the reservations
    of the others stay put, so every deadline the reservation pass met is still met.
@@ -29,7 +30,8 @@ times the forecast's mean over the run. A job with no forecast for any window it
 take ("no signal") keeps its reservation: it runs *now* whenever the pools have room
 (waiting blind only adds risk), except small jobs, which still wait for company until
 their latest safe slot. The guarantee: whatever the forecasts say, a job is late only
-if earliest-deadline-first with the committed capacity could not make it either.
+if earliest-deadline-first with the committed capacity could not make it either (EDF is
+exact for one pool running one job at a time: then only if no schedule could).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from offpeak.errors import ConfigError
+from offpeak.pools import PoolSpec
 from offpeak.registry import ModelSpec
 
 HOUR = 3600.0
@@ -55,24 +58,38 @@ _RETRY_MAX_LATE = 32
 
 @dataclass(frozen=True)
 class Pool:
-    """A GPU pool in one carbon zone (one entry of pools.yaml)."""
+    """A GPU pool in one carbon zone, as the planner sees it (see `pools_from_specs`)."""
 
     name: str
     deployment: str  # the Prefect deployment that runs inference on this pool
     zone: str  # carbon zone of its electricity (Electricity Maps zone id)
-    gpus: int = 1
+    gpus: int = 1  # GPUs one job uses: work of W GPU-seconds runs W / gpus seconds
     watts_per_gpu: float = 700.0
     pue: float = 1.2  # data-centre overhead: facility energy / IT energy
     max_concurrent_jobs: int = 1  # the pool's capacity, in jobs at a time
     startup_seconds: float = 120.0  # from launch to the first token (engine load)
 
-    @property
-    def gpus_per_job(self) -> int:
-        return max(1, self.gpus // max(1, self.max_concurrent_jobs))
-
     def kwh(self, gpu_seconds: float) -> float:
         """Energy drawn from the grid for ``gpu_seconds`` of GPU time."""
         return gpu_seconds * self.watts_per_gpu * self.pue / 3.6e6
+
+
+def pools_from_specs(specs: Mapping[str, PoolSpec]) -> list[Pool]:
+    """The pools of pools.yaml (`offpeak.pools.load_pools`), in order: the first is the
+    default pool."""
+    return [
+        Pool(
+            name,
+            s.deployment,
+            s.zone,
+            s.gpus,
+            s.watts_per_gpu,
+            s.pue,
+            s.max_concurrent_jobs,
+            s.startup_seconds,
+        )
+        for name, s in specs.items()
+    ]
 
 
 @dataclass(frozen=True)
@@ -197,7 +214,7 @@ def _cut(
 ) -> _Jobs:
     """Jobs from each group: units in deadline order, cut by size and by what the
     earliest deadline of a job still allows on the fastest pool."""
-    fastest_gpus = max(p.gpus_per_job for p in pools)
+    fastest_gpus = max(p.gpus for p in pools)
     fastest_start = min(p.startup_seconds for p in pools)
     group: list[int] = []
     units: list[tuple[int, ...]] = []
@@ -254,13 +271,14 @@ class _Capacity:
         hours = max(hours, *(len(c) for c in committed))
         self.used = [c + [0] * (hours - len(c)) for c in committed]
         self.hours = hours
-        # Past the tracked hours counts as full; the padding spares the search a clip.
-        self.full = np.ones((len(pools), 2 * hours + 1), dtype=bool)
-        self.full[:, :hours] = np.array(self.used) >= np.array(self.limit)[:, None]
-        self._row = np.arange(len(pools)) * (self.full.shape[1] + 1)
+        # Running count of full hours per pool (past the tracked hours counts as full,
+        # which spares the search a clip), kept up to date as places are taken.
+        full = np.ones((len(pools), 2 * hours + 1), dtype=np.int64)
+        full[:, :hours] = np.array(self.used) >= np.array(self.limit)[:, None]
+        self._cum = np.zeros((len(pools), full.shape[1] + 1), dtype=np.int64)
+        np.cumsum(full, axis=1, out=self._cum[:, 1:])
+        self._row = np.arange(len(pools)) * self._cum.shape[1]
         self._grid = np.arange(hours + 1)
-        self._cum = np.zeros((len(pools), self.full.shape[1] + 1), dtype=np.int64)
-        self._stale = True
 
     def fits(self, p: int, first: int, last: int) -> bool:
         row = self.used[p]
@@ -274,15 +292,11 @@ class _Capacity:
             was = row[h] >= limit
             row[h] += n
             if h < self.hours and (row[h] >= limit) != was:
-                self.full[p, h] = not was
-                self._stale = True
+                self._cum[p, h + 1 :] += -1 if was else 1
 
     def blocked(self, spans: np.ndarray, slots: int) -> np.ndarray:
         """Whether a job holding ``spans[p]`` hours would meet a full hour in each
         (pool, slot < slots); ``slots`` must not pass the tracked hours."""
-        if self._stale:
-            np.cumsum(self.full, axis=1, out=self._cum[:, 1:])
-            self._stale = False
         last = self._grid[:slots] + (spans + self._row)[:, None]
         return self._cum.ravel()[last] > self._cum[:, :slots]
 
@@ -301,7 +315,7 @@ class _Tick:
     ) -> None:
         self.jobs, self.off = jobs, off
         n, npools = len(jobs.work), len(pools)
-        gpus = np.array([p.gpus_per_job for p in pools], dtype=np.float64)
+        gpus = np.array([p.gpus for p in pools], dtype=np.float64)
         startup = np.array([p.startup_seconds for p in pools], dtype=np.float64)
         kwh_per_gpu_s = np.array([p.kwh(1.0) for p in pools])
         self.dur = (startup[None, :] + jobs.work[:, None] / gpus[None, :]) / HOUR  # hours
@@ -398,7 +412,7 @@ class _Tick:
         used, limit = self.cap.used, self.cap.limit
         room = [0] * len(limit)  # per pool, the first hour with room: only grows here
         for j in order:
-            if not self._reserve_now(j):
+            if not self._reserve_now(j, room):
                 best = self._earliest(j, room)
                 if best is None:
                     late.append(j)
@@ -426,7 +440,7 @@ class _Tick:
                 s += 1
         return best
 
-    def _reserve_now(self, j: int) -> bool:
+    def _reserve_now(self, j: int, room: list[int]) -> bool:
         """The common case: room now in a pool that no later slot could beat."""
         used, limit = self.cap.used, self.cap.limit
         dur, span = self.dur_l[j], self.span_l[j]
@@ -436,7 +450,7 @@ class _Tick:
             finish = self.off + dur[p]
             if finish > bound or finish > due:
                 return False
-            if max(used[p][0 : span[p]]) < limit[p]:
+            if room[p] == 0 and max(used[p][0 : span[p]]) < limit[p]:
                 self.placed[j] = p, 0
                 self.cap.add(p, 0, span[p], 1)
                 return True

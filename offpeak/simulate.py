@@ -113,7 +113,7 @@ class Scenario:
     def pools(self) -> list[Pool]:
         places = self.capacity or len(self.jobs)
         return [
-            Pool(f"{i}:{z}", f"sim-{z}", f"{i}:{z}", places, WATTS, PUE, places, 0.0)
+            Pool(f"{i}:{z}", f"sim-{z}", f"{i}:{z}", 1, WATTS, PUE, places, 0.0)
             for i, z in enumerate(self.zones)
         ]
 
@@ -484,6 +484,7 @@ def plot(report: Report, path: Path) -> None:
     fig, (top, lanes, bars) = plt.subplots(
         3, 1, figsize=(11, 8), height_ratios=[3, 2, 2], constrained_layout=True
     )
+    lanes.sharex(top)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for p, zone in enumerate(sc.zones):
         top.step(
@@ -515,5 +516,7 @@ def plot(report: Report, path: Path) -> None:
     bars.set_ylabel("saving vs immediate (%)")
     for i, n in enumerate(names):
         bars.annotate(f"{savings[n]:.1f}%", (i, savings[n]), ha="center", va="bottom")
+    low, high = bars.get_ylim()
+    bars.set_ylim(low, high + 0.12 * (high - low))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -20,9 +20,11 @@ from offpeak.planner import (
     WorkGroup,
     carbon_policy,
     plan,
+    pools_from_specs,
     window_integral,
     work_gpu_seconds,
 )
+from offpeak.pools import PoolSpec
 from offpeak.registry import ModelSpec
 
 NOW = datetime(2022, 3, 1, 9, 0, tzinfo=UTC)
@@ -31,7 +33,7 @@ EXACT = PlannerParams(safety_margin_s=0.0)
 
 
 def pool(name: str = "a", zone: str = "DE", jobs: int = 1, startup: float = 0.0) -> Pool:
-    return Pool(name, f"infer-{name}", zone, jobs, 700.0, 1.2, jobs, startup)
+    return Pool(name, f"infer-{name}", zone, 1, 700.0, 1.2, jobs, startup)
 
 
 def job(key: str, hours: float, due_in_h: float, now: datetime = NOW) -> WorkGroup:
@@ -176,6 +178,21 @@ def test_carbon_policy_is_the_launch_list() -> None:
     assert (
         carbon_policy(NOW, groups, pools, forecasts) == plan(NOW, groups, pools, forecasts).launch
     )
+
+
+def test_pools_from_pools_yaml_entries() -> None:
+    spec = PoolSpec(
+        deployment="infer/eu", zone="DE", gpus=2, watts_per_gpu=400, max_concurrent_jobs=3
+    )
+    (eu,) = pools_from_specs({"eu": spec})
+    assert (eu.name, eu.deployment, eu.zone, eu.gpus, eu.max_concurrent_jobs) == (
+        "eu",
+        "infer/eu",
+        "DE",
+        2,
+        3,
+    )
+    assert eu.kwh(3600) * 2 == pytest.approx(spec.energy_kwh(3600))  # 1 h of a 2-GPU job
 
 
 def test_work_gpu_seconds_from_tokens() -> None:
