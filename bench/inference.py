@@ -64,7 +64,7 @@ from offpeak.state.keys import create_key
 from offpeak.state.models import Batch
 from offpeak.state.requests import insert_requests, list_requests, new_request_row
 from offpeak.storage import LocalStore
-from offpeak.views import FileReader, request_objects
+from offpeak.views import request_objects
 
 MODEL = "tiny-chat"
 TEMPERATURE = 0.7
@@ -389,10 +389,9 @@ def finished_batch(db: Database, store: LocalStore, rows: int, chunk_size: int) 
 
 def slow_objects(db: Database, store: LocalStore, batch: Batch) -> Iterator[dict[str, Any]]:
     """The batch's request objects built one by one with pydantic (the reference)."""
-    reader = FileReader(store)
     after: str | None = None
     while page := list_requests(db, batch.key_id, after=after, limit=1000, batch_id=batch.id):
-        for obj in request_objects(store, page, reader):
+        for obj in request_objects(store, page):
             yield obj.model_dump(mode="json")
         after = page[-1].id
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Sequence
 
 from offpeak.chunks import read_results
 from offpeak.schemas import (
@@ -46,51 +46,8 @@ def request_object(row: Request, body: str | None, result: str | None) -> Reques
     )
 
 
-class FileReader:
-    """Reads bodies from segments and results from chunk files, keeping the last few
-    files decoded, so a publisher walking a batch page by page reads each file once."""
-
-    def __init__(self, store: ObjectStore, capacity: int = 4) -> None:
-        self.store = store
-        self.capacity = capacity
-        self._files: OrderedDict[str, dict[str, str]] = OrderedDict()
-
-    def _file(self, key: str, load: Callable[[str], dict[str, str]]) -> dict[str, str]:
-        if key in self._files:
-            self._files.move_to_end(key)
-        else:
-            self._files[key] = load(key)
-            if len(self._files) > self.capacity:
-                self._files.popitem(last=False)
-        return self._files[key]
-
-    def bodies(self, segment: str) -> dict[str, str]:
-        return self._file(segment, lambda k: read_bodies(self.store, k, None))
-
-    def results(self, chunk: str) -> dict[str, str]:
-        return self._file(
-            chunk, lambda k: {r.id: r.result_body for r in read_results(self.store, k)}
-        )
-
-
-def request_objects(
-    store: ObjectStore, rows: Sequence[Request], reader: FileReader | None = None
-) -> list[RequestObject]:
-    """Full objects for ``rows``, reading each needed file once."""
-    if reader is None:
-        return _read_only_needed(store, rows)
-    return [
-        request_object(
-            row,
-            row.body or (reader.bodies(row.segment).get(row.id) if row.segment else None),
-            reader.results(row.result_key).get(row.id) if row.result_key else None,
-        )
-        for row in rows
-    ]
-
-
-def _read_only_needed(store: ObjectStore, rows: Sequence[Request]) -> list[RequestObject]:
-    # For a handful of rows (a GET): read just their ids from each file.
+def request_objects(store: ObjectStore, rows: Sequence[Request]) -> list[RequestObject]:
+    """Full objects for ``rows``: each needed file read once, only for their ids."""
     segments: dict[str, list[str]] = defaultdict(list)
     chunks: dict[str, list[str]] = defaultdict(list)
     for row in rows:
