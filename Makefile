@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/planner.py
+	$(BIN)/python bench/datasets.py
 
 api: install
 	$(BIN)/offpeak api

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api_adapter import errors
 from api_adapter.deps import Services
 from api_adapter.limits import BodyLimits
-from api_adapter.routes import batches, meta, requests
+from api_adapter.routes import batches, datasets, meta, openai, requests
 from offpeak import __version__
 from offpeak.config import Settings, get_settings
 from offpeak.ingest import SealWriter
@@ -57,11 +57,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="offpeak",
         version=__version__,
         description="Asynchronous LLM inference that runs when and where the grid is cleanest. "
-        "Speaks the EXXA batch API.",
+        "Speaks the EXXA batch API, and the OpenAI Batch API under /openai/v1.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimits,
+        max_bytes=settings.max_body_bytes,
+        uploads={openai.FILES_PATH: settings.openai_max_file_bytes},
+        raw_uploads={datasets.PATH: settings.max_dataset_bytes},
+    )
     errors.install(app)
-    for router in (requests.router, batches.router, meta.router):
+    for router in (requests.router, batches.router, datasets.router, meta.router, openai.router):
         app.include_router(router)
     return app

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from offpeak.config import Settings
@@ -72,8 +72,20 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your API key.")
-# For routes that read the key themselves: the same scheme in their OpenAPI entry.
-API_KEY_SECURITY: dict[str, Any] = {"security": [{api_key_header.scheme_name: []}]}
+# The OpenAI SDK sends the same keys as `Authorization: Bearer <key>`; either works anywhere.
+bearer = HTTPBearer(auto_error=False, description="Your API key, as a bearer token.")
+# For routes that read the key themselves: the same schemes in their OpenAPI entry.
+API_KEY_SECURITY: dict[str, Any] = {
+    "security": [{api_key_header.scheme_name: []}, {bearer.scheme_name: []}]
+}
+
+
+def secret_of(x_api_key: str | None, authorization: str | None) -> str | None:
+    """The key sent in X-API-Key, else as an `Authorization: Bearer` token."""
+    if x_api_key:
+        return x_api_key
+    scheme, _, token = (authorization or "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 async def authenticate(services: Services, secret: str | None) -> ApiKey:
@@ -87,10 +99,12 @@ async def authenticate(services: Services, secret: str | None) -> ApiKey:
 
 
 async def current_key(
-    services: ServicesDep, x_api_key: Annotated[str | None, Depends(api_key_header)]
+    services: ServicesDep,
+    x_api_key: Annotated[str | None, Depends(api_key_header)],
+    token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ApiKey:
-    """The API key sending this call."""
-    return await authenticate(services, x_api_key)
+    """The API key sending this call (X-API-Key or a bearer token)."""
+    return await authenticate(services, x_api_key or (token.credentials if token else None))
 
 
 KeyDep = Annotated[ApiKey, Depends(current_key)]

@@ -28,8 +28,33 @@ HTTP_CODES = {
 }
 
 
+# Routes of the OpenAI-compatible API answer errors in OpenAI's shape, which its SDK
+# parses: {"error": {"message", "type", "param", "code"}}, and 400 for invalid input.
+OPENAI_PREFIX = "/openai/"
+OPENAI_TYPES = {401: "authentication_error", 402: "insufficient_quota", 429: "rate_limit_error"}
+
+
 def status_of(exc: errors.OffpeakError) -> int:
     return next((status for cls, status in STATUS if isinstance(exc, cls)), 500)
+
+
+def is_openai(path: str) -> bool:
+    return path.startswith(OPENAI_PREFIX)
+
+
+def openai_error_body(
+    status: int, code: str, message: str, param: str | None = None, **extra: object
+) -> dict[str, object]:
+    kind = OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code, **extra}}
+
+
+def openai_error(
+    status: int, code: str, message: str, param: str | None = None, **extra: object
+) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    body = openai_error_body(status, code, message, param, **extra)
+    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
 
 
 def error_response(status: int, code: str, detail: object) -> JSONResponse:
@@ -37,9 +62,16 @@ def error_response(status: int, code: str, detail: object) -> JSONResponse:
     return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
 
 
-async def _offpeak_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _offpeak_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.OffpeakError)
     status = status_of(exc)
+    if is_openai(request.url.path):
+        if isinstance(exc, errors.BatchInputInvalid):
+            first = exc.problems[0]
+            return openai_error(
+                400, exc.code, exc.message, "input_file_id", line=first["line"], errors=exc.problems
+            )
+        return openai_error(400 if status == 422 else status, exc.code, exc.message)
     if status == 422:
         # Keep FastAPI's validation shape, so clients parse one format for every 422.
         detail: object = [{"loc": ["body"], "msg": exc.message, "type": exc.code}]
@@ -51,16 +83,24 @@ async def _offpeak_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, exc.code, exc.message)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    if is_openai(request.url.path):
+        first = exc.errors()[0]
+        where = [str(p) for p in first.get("loc", ())[1:]]  # without body/query/path
+        message = f"{'.'.join(where)}: {first['msg']}" if where else str(first["msg"])
+        return openai_error(400, "invalid_request", message, ".".join(where) or None)
     detail = [
         {key: err[key] for key in ("loc", "msg", "type") if key in err} for err in exc.errors()
     ]
     return error_response(422, "validation_error", jsonable_encoder(detail))
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if is_openai(request.url.path):
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        return openai_error(exc.status_code, code, str(exc.detail))
     return error_response(
         exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), exc.detail
     )

@@ -51,7 +51,8 @@ from offpeak.engine import EngineResult
 from offpeak.engine.results import Choice, chat_completion
 from offpeak.engine.tiny import CORPUS, ensure_tiny
 from offpeak.engine.vllm_engine import ENGINE_DEFAULTS, ENV_DEFAULTS
-from offpeak.inference import BUILTIN, Engine, JobRunner, open_engine, split
+from offpeak.engine.weights import BUILTIN
+from offpeak.inference import Engine, JobRunner, open_engine, split
 from offpeak.ingest import seal_all
 from offpeak.jobs import open_job, pending_groups, read_manifest
 from offpeak.publish import publish_batch, results_key
@@ -506,6 +507,9 @@ def print_publish(r: PublishResult) -> None:
     ratio = r.ours.mb_per_s / r.polars.mb_per_s if r.polars.mb_per_s else 0.0
     verdict = "ok" if ratio >= PUBLISH_TARGET else "BELOW TARGET"
     print(f"{'ratio a/b (MB/s)':<26}{ratio:>9.2f}   target >= {PUBLISH_TARGET}: {verdict}")
+    for name, timed in writers:
+        print(f"{name[:3] + ' each round, s':<26}" + " ".join(f"{s:.2f}" for s in timed.seconds))
+    print(f"{'':<26}(a)'s first round writes a new object; later ones replace the file it wrote")
     print(f"{'lines equal to objects':<26}{r.equal:,}/{r.rows:,} (RequestObject, parsed JSON)")
 
 

@@ -7,15 +7,15 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.inference import record_footprint, run_job
+from tasks.inference import run_job
 from tasks.publishing import publish_ready_batches
 
 
 @flow(name="inference")
 def inference(job_id: str) -> dict[str, Any]:
-    """Run one job's requests through vLLM, then publish the batches it finished."""
+    """Run one job's requests through vLLM, account its carbon, then publish the
+    batches it finished."""
     report = run_job(job_id)
-    footprint = record_footprint(job_id)
     published = publish_ready_batches()
     create_markdown_artifact(
         key=f"job-{job_id}-report",
@@ -23,8 +23,8 @@ def inference(job_id: str) -> dict[str, Any]:
             [
                 f"# Job {job_id}",
                 "",
-                *(f"- **{k}**: {v}" for k, v in {**report, "carbon": footprint}.items()),
+                *(f"- **{k}**: {v}" for k, v in report.items()),
             ]
         ),
     )
-    return {**report, "carbon": footprint, "published": published}
+    return {**report, "published": published}

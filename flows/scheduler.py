@@ -43,9 +43,9 @@ def scheduler() -> dict[str, Any]:
     recovered = recover_jobs()
     for stopped in recovered["relaunch"]:
         launch_job(stopped)
-    launches = plan_launches()
+    planned = plan_launches()
     launched = []
-    for launch in launches:
+    for launch in planned.launches:
         opened = open_launch(launch)
         if opened:
             launch_job(opened)
@@ -60,22 +60,25 @@ def scheduler() -> dict[str, Any]:
         "published": published,
     }
     create_markdown_artifact(
-        key="scheduler-plan", markdown=_plan_markdown(summary(launches), report)
+        key="scheduler-plan",
+        markdown=planned.report + _tick_markdown(summary(planned.launches), report),
+        description="The carbon-aware plan of the last scheduler tick, per pool.",
     )
     log.info("tick: %s", report)
     return report
 
 
-def _plan_markdown(plan: list[dict[str, Any]], report: dict[str, Any]) -> str:
+def _tick_markdown(launches: list[dict[str, Any]], report: dict[str, Any]) -> str:
     lines = [
-        "# Scheduler tick",
         "",
-        "| engine model | models | pending | job size |",
+        "## This tick",
+        "",
+        "| engine model | models | pool | job size |",
         "|---|---|---|---|",
     ]
     lines += [
-        f"| {p['engine_model']} | {', '.join(p['models'])} | {p['count']} | {p['max_requests']} |"
-        for p in plan
-    ] or ["| (nothing pending) | | | |"]
+        f"| {p['engine_model']} | {', '.join(p['models'])} | {p['pool']} | {p['max_requests']} |"
+        for p in launches
+    ] or ["| (nothing launched) | | | |"]
     lines += ["", *(f"- **{k}**: {v}" for k, v in report.items())]
     return "\n".join(lines)

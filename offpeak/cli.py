@@ -1,4 +1,5 @@
-"""The `offpeak` command line: API keys, the API server, database upkeep."""
+"""The `offpeak` command line: API keys, the API server, database upkeep, and the data
+team's commands (submit, status, results, cancel) from offpeak/cli_client.py."""
 
 from __future__ import annotations
 
@@ -35,6 +36,16 @@ class _CleanErrors(click.Group):
 @click.version_option(package_name="offpeak")
 def main() -> None:
     """offpeak: off-peak LLM inference where and when the grid is cleanest."""
+
+
+def _add_client_commands() -> None:
+    from offpeak.cli_client import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_client_commands()
 
 
 @main.group()

@@ -82,8 +82,28 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(gt=0)] = Field(
         4 * 1024 * 1024, description="Largest HTTP request body accepted, in bytes (else 413)."
     )
+    max_dataset_bytes: Annotated[int, Field(gt=0)] = Field(
+        20 * 1024**3,
+        description="Largest dataset file accepted by `POST /v1/datasets`, in bytes (else 413).",
+    )
+    api_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Base URL of the offpeak API that the client and the CLI "
+        "(`offpeak submit`, `status`, `results`, `cancel`) call.",
+    )
+    api_key: SecretStr | None = Field(
+        None, description="API key the client and the CLI send (X-API-Key)."
+    )
     min_balance_usd: Annotated[float, Field(ge=0)] = Field(
         0.20, description="Minimum credit balance an API key needs to submit work (else 402)."
+    )
+    openai_max_file_bytes: Annotated[int, Field(gt=0)] = Field(
+        200 * 1024 * 1024,
+        description="Largest file `POST /openai/v1/files` accepts, in bytes (else 413); "
+        "each of its lines is limited like a request body (OFFPEAK_MAX_BODY_BYTES).",
+    )
+    openai_max_batch_lines: Annotated[int, Field(gt=0)] = Field(
+        50_000, description="Most requests (lines) one OpenAI batch input file may hold."
     )
 
     # Checks are field validators so an error names its variable (OFFPEAK_STORAGE_URL),
@@ -98,8 +118,11 @@ class Settings(BaseSettings):
     scheduler_interval: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds between scheduler runs under `offpeak serve`."
     )
-    scheduler_policy: Literal["immediate"] = Field(
-        "immediate", description="Launch policy: `immediate` runs whatever is pending at once."
+    scheduler_policy: Literal["carbon", "immediate"] = Field(
+        "carbon",
+        description="Launch policy: `carbon` follows the carbon-aware planner (when and in "
+        "which pool each job runs, every deadline kept); `immediate` runs whatever is "
+        "pending at once in the default pool (tests, demos).",
     )
     job_max_requests: Annotated[int, Field(gt=0)] = Field(
         5000, description="Most requests one inference job takes."
@@ -111,9 +134,6 @@ class Settings(BaseSettings):
     )
     job_max_attempts: Annotated[int, Field(gt=0)] = Field(
         3, description="Launches of a job before its unfinished requests fail."
-    )
-    inference_deployment: str = Field(
-        "inference/local", description="Prefect deployment (flow/name) that runs inference jobs."
     )
     work_pool: str = Field("local", description="Prefect work pool `offpeak serve` runs.")
 

@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from typing import Any
 import requests
 from sqlalchemy import func, select
 
+from offpeak.carbon import open_provider
+from offpeak.config import load_settings
 from offpeak.demo_display import (
     DemoError,
     Progress,
@@ -46,8 +49,16 @@ from offpeak.demo_display import (
 )
 from offpeak.engine.tiny import is_built
 from offpeak.errors import OffpeakError
+from offpeak.plan_report import plan_markdown
+from offpeak.planner import pools_from_specs
+from offpeak.policy import Tick, carbon
+from offpeak.pools import load_pools
+from offpeak.registry import ModelRegistry
+from offpeak.schemas import ChatCompletionRequest, window_seconds
+from offpeak.state.batches import batch_carbon
 from offpeak.state.db import Database
 from offpeak.state.models import ApiKey, Batch, Job, Request
+from offpeak.work import PendingGroup, PendingUnit, estimate_tokens
 
 DATA_DIR, KEEP_DIR = Path(".offpeak-demo"), Path(".offpeak")  # wiped / kept between runs
 HOST = "127.0.0.1"
@@ -55,7 +66,12 @@ CREDITS = Decimal(10)
 STARTUP_TIMEOUT, RUN_TIMEOUT, STOP_TIMEOUT = 240.0, 480.0, 60.0
 # Variables that would point the demo away from its own data folder and Prefect server.
 FOREIGN_SETTINGS = ("OFFPEAK_DATABASE_URL", "OFFPEAK_STORAGE_URL", "PREFECT_API_URL")
+# The demo runs the carbon-aware scheduler (the default policy) with a short completion
+# window, so that its requests run at once; it shows the plan a 24 h window would get.
+WINDOW = "1h"
+PLAN_SCALE = 1000
 DEMO_SETTINGS = {
+    "OFFPEAK_SCHEDULER_POLICY": "carbon",
     "OFFPEAK_SCHEDULER_INTERVAL": "5",
     "OFFPEAK_SEAL_INTERVAL": "0.5",
     # Prefect creates the runs of a new schedule on this loop (60s by default): the
@@ -219,7 +235,8 @@ def send_singles(base_url: str) -> list[str]:
             "request_body": {
                 "model": model,
                 "messages": [{"role": "user", "content": content}],
-            }
+            },
+            "completion_window": WINDOW,
         }
 
         response = requests.post(url, headers=headers, json=payload)
@@ -233,6 +250,7 @@ class DemoBatch:
     custom_ids: dict[str, str] = field(default_factory=dict)  # request id -> custom_id
     bad_id: str | None = None
     id: str = ""
+    bodies: list[dict[str, Any]] = field(default_factory=list)
 
 
 def batch_payloads(name: str, count: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -248,7 +266,13 @@ def batch_payloads(name: str, count: int, rng: random.Random) -> list[dict[str, 
         }
         if i % 3 == 0:
             body["seed"] = i
-        payloads.append({"request_body": body, "metadata": {"custom_id": f"{name}-{i:03d}"}})
+        payloads.append(
+            {
+                "request_body": body,
+                "metadata": {"custom_id": f"{name}-{i:03d}"},
+                "completion_window": WINDOW,
+            }
+        )
     return payloads
 
 
@@ -272,6 +296,7 @@ def send_batch(base_url: str, name: str, count: int, rng: random.Random, bad: bo
                 "messages": [{"role": "user", "content": TOO_LONG}],
             },
             "metadata": {"custom_id": f"{name}-too-long"},
+            "completion_window": WINDOW,
         }
         response = requests.post(f"{base_url}/requests", headers=headers, json=payload)
         batch.bad_id = rid = show(response, 201, limit=120)["id"]
@@ -287,7 +312,50 @@ def send_batch(base_url: str, name: str, count: int, rng: random.Random, bad: bo
 
     response = requests.post(url, headers=headers, json=payload)
     batch.id = show(response, 201)["id"]
+    batch.bodies = [p["request_body"] for p in payloads]
     return batch
+
+
+# --- the plan of a 24 h window -------------------------------------------------------------
+
+
+def show_day_plan(batches: list[DemoBatch]) -> None:
+    """What the carbon-aware planner does with the same work given 24 hours, at the
+    scale of a production batch (PLAN_SCALE times the demo's requests: at its own size
+    the work is below the planner's minimum job and would wait for more to join it):
+    each engine's requests as one unit due in a day, planned on the configured pools
+    and the provider's forecast (the replayed 2022 trace by default)."""
+    header(f"5. The plan with a 24h window (these requests have {WINDOW}: they run now)")
+    settings = load_settings()  # the stack's too: it inherits this environment
+    registry = ModelRegistry.load(settings.models_path)
+    pools = pools_from_specs(load_pools(settings.pools_path))
+    at = datetime.now(UTC)
+    due = int(at.timestamp()) + window_seconds("24h")
+    tokens: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    for batch in batches:
+        for body in batch.bodies:
+            engine = registry.engine_model(body["model"])
+            tokens[engine] += estimate_tokens(ChatCompletionRequest.model_validate(body))
+            counts[engine] += 1
+    groups = [
+        PendingGroup(
+            engine,
+            tuple(registry.served_by(engine)),
+            (PendingUnit(due, due, n * PLAN_SCALE, tokens[engine] * PLAN_SCALE),),
+        )
+        for engine, n in counts.items()
+    ]
+    zones = {p.zone for p in pools}
+    forecasts, sources = {}, {}
+    with open_provider(settings) as provider:
+        for zone in zones:
+            forecast = provider.forecast(zone, at, 25)
+            forecasts[zone], sources[zone] = forecast.on_hours(at, 25), forecast.source
+    decision = carbon(Tick(at, groups, pools, registry, settings.job_max_requests, forecasts))
+    title = f"The demo's batches x {PLAN_SCALE:,}, due in 24 h"
+    for line in plan_markdown(decision.plan, groups, pools, forecasts, sources, title).splitlines():
+        note(line)
 
 
 # --- waiting ------------------------------------------------------------------------------
@@ -301,7 +369,7 @@ def get_json(session: requests.Session, url: str) -> Any:
 
 
 def wait_done(stack: Stack, db: Database, batches: list[DemoBatch], singles: list[str]) -> None:
-    header("5. Scheduler -> inference job (vLLM) -> publish, live")
+    header("6. Scheduler -> inference job (vLLM) -> publish, live")
     note(f"the scheduler runs every {DEMO_SETTINGS['OFFPEAK_SCHEDULER_INTERVAL']}s; "
          f"flow runs in the Prefect UI: {stack.prefect_ui}")  # fmt: skip
     note(f"requests {'/'.join(STATUSES)}, per batch (GET /v1/batches/{{id}}) and single:")
@@ -377,7 +445,7 @@ def fetch_results(base_url: str, batch: DemoBatch) -> list[dict[str, Any]]:
 
 
 def show_results(base_url: str, batches: list[DemoBatch], singles: list[str]) -> None:
-    header("6. Results (getting started, step 5: GET /v1/batches/{id}/results)")
+    header("7. Results (getting started, step 5: GET /v1/batches/{id}/results)")
     note("(the tiny model's weights are random: its text is gibberish, its tokens are real)")
     for batch in batches:
         lines = fetch_results(base_url, batch)
@@ -400,7 +468,7 @@ def show_results(base_url: str, batches: list[DemoBatch], singles: list[str]) ->
 
 
 def summary(stack: Stack, db: Database, data_dir: Path, key_id: str) -> None:
-    header("7. Summary")
+    header("8. Summary")
     mine = Request.key_id == key_id
     with db.session() as session:
         counted = select(Request.status, func.count()).where(mine).group_by(Request.status)
@@ -419,10 +487,15 @@ def summary(stack: Stack, db: Database, data_dir: Path, key_id: str) -> None:
         rate = job.completion_tokens / wall if wall else 0.0
         note(f"job {job.id}: {job.request_count} requests, {job.completion_tokens} completion "
              f"tokens in {wall:.1f}s = {rate:.0f} tokens/s (vLLM's start-up included)")  # fmt: skip
+    carbon = batch_carbon(db, [b.id for b in batches])
     for batch in sorted(batches, key=lambda b: b.id):
         path = data_dir / "objects" / (batch.results_key or "?")
         size = path.stat().st_size
-        note(f"{batch.meta.get('batch_name')} JSONL: ./{path.relative_to(Path.cwd())} ({size:,} B)")
+        name = batch.meta.get("batch_name")
+        note(f"{name} JSONL: ./{path.relative_to(Path.cwd())} ({size:,} B)")
+        if footprint := carbon.get(batch.id):
+            note(f"{name} carbon: {footprint.gco2e:.4f} gCO2e in {footprint.zone} (baseline "
+                 f"{footprint.baseline_gco2e:.4f} g, saved {footprint.saved_pct}%)")  # fmt: skip
     spent = CREDITS - (key.credits_usd if key else CREDITS)
     note(f"credits: ${spent:.6f} spent of ${CREDITS}")
     note(f"Prefect UI, while the stack runs: {stack.prefect_ui} (flow runs, plan artifacts)")
@@ -492,12 +565,13 @@ def run(data_dir: Path, keep_dir: Path) -> None:
             send_batch(stack.base_url, "newsletter", 100, rng, bad=False),
             send_batch(stack.base_url, "support", 90, rng, bad=True),
         ]
+        show_day_plan(batches)
         db = Database(f"sqlite:///{data_dir / 'offpeak.db'}", run_migrations=False)
         try:
             wait_done(stack, db, batches, singles)
             show_results(stack.base_url, batches, singles)
             summary(stack, db, data_dir, created["id"])
-            header("8. Stop the stack (SIGINT, as Ctrl-C)")
+            header("9. Stop the stack (SIGINT, as Ctrl-C)")
             wait_flow_runs(stack, db, created["id"])
         finally:
             db.dispose()

@@ -38,10 +38,42 @@ class UnknownModel(InvalidInput):
     code = "model_not_found"
 
 
+class DatasetError(InvalidInput):
+    """A submitted dataset, or its column mapping, cannot become a batch as it is.
+
+    The message names the column or the row (counted from 0). Codes:
+    ``dataset_unreadable``, ``dataset_empty``, ``dataset_column_missing``,
+    ``dataset_column_type``, ``dataset_invalid_row``, ``dataset_duplicate_id``,
+    ``dataset_invalid_mapping``.
+    """
+
+    code = "dataset_invalid"
+
+
+class BatchInputInvalid(InvalidInput):
+    """An OpenAI batch input file cannot become a batch as it is.
+
+    ``problems`` lists each problem as ``{code, message, param, line}`` (line numbers
+    from 1); ``code`` is the first problem's: ``invalid_json_line``, ``invalid_line``,
+    ``duplicate_custom_id``, ``mismatched_url``, ``mismatched_model``,
+    ``model_not_found``, ``model_endpoint_mismatch``, ``invalid_body``,
+    ``too_many_lines``, ``line_too_long``, ``empty_file``.
+    """
+
+    code = "invalid_batch_input"
+
+    def __init__(
+        self, message: str, problems: list[dict[str, object]], *, code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.problems = problems
+
+
 class EngineRequestError(InvalidInput):
     """The engine cannot run one request as it is; the request fails, the job goes on.
 
-    Codes: ``context_length_exceeded`` (the prompt leaves no room to answer),
+    Codes: ``context_length_exceeded`` (the prompt leaves no room to answer, or an
+    embedding input is longer than the context),
     ``invalid_response_format`` (the structured-output schema is refused),
     ``invalid_request`` (any other parameter the engine refuses).
     """
@@ -126,3 +158,23 @@ class CarbonUnknownZone(CarbonSignalError, LookupError):
     """The provider knows no such zone or region, or has no data for it."""
 
     code = "carbon_unknown_zone"
+
+
+class ClientError(OffpeakError):
+    """The offpeak API answered a client call with an error, or could not be reached.
+
+    ``status`` is the HTTP status (0 when no answer came), ``code`` the API's
+    machine-readable code.
+    """
+
+    code = "client_error"
+
+    def __init__(self, message: str, *, status: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+
+
+class ApiUnreachable(ClientError, ConnectionError):
+    """No answer from the offpeak API (connection refused, timeout, DNS)."""
+
+    code = "api_unreachable"

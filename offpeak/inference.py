@@ -11,20 +11,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from pydantic import ValidationError
+
 from offpeak.chunks import chunk_key, encode_results, outcomes, read_results, result_rows
 from offpeak.clock import now
 from offpeak.config import Settings
 from offpeak.engine import EngineRequest, EngineResult
+from offpeak.engine.sampling import INVALID_REQUEST
+from offpeak.engine.weights import resolve_weights
 from offpeak.errors import ObjectExists
 from offpeak.jobs import read_manifest
 from offpeak.registry import ModelRegistry
-from offpeak.schemas import ChatCompletionRequest, ManifestRow, ResultRow
+from offpeak.schemas import (
+    ChatCompletionRequest,
+    EmbeddingRequest,
+    ErrorInfo,
+    ManifestRow,
+    ResultRow,
+)
 from offpeak.segments import read_segment
 from offpeak.state import jobs as state
 from offpeak.state.db import Database
 from offpeak.storage import ObjectStore
 
-BUILTIN = "builtin:"
+# The request body each kind of model takes, as stored in the segments.
+REQUEST_BODIES: dict[str, type[ChatCompletionRequest] | type[EmbeddingRequest]] = {
+    "chat": ChatCompletionRequest,
+    "embed": EmbeddingRequest,
+}
 
 
 class Engine(Protocol):
@@ -34,15 +48,17 @@ class Engine(Protocol):
 
 
 def open_engine(settings: Settings, registry: ModelRegistry, engine_model: str) -> Engine:
-    """Start the engine that serves ``engine_model`` (building built-in weights if needed)."""
-    from offpeak.engine.tiny import ensure_tiny
+    """Start the engine that serves ``engine_model``, chosen by its kind (building
+    built-in weights if needed)."""
+    spec = registry.get(engine_model)
+    weights = resolve_weights(spec.weights or "", _dir(settings.models_dir))
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(_dir(settings.cache_dir) / "vllm"))
+    if spec.kind == "embed":
+        from offpeak.engine.vllm_embed import EmbedEngine
+
+        return EmbedEngine(weights, spec.engine)
     from offpeak.engine.vllm_engine import ChatEngine
 
-    spec = registry.get(engine_model)
-    weights = spec.weights or ""
-    if weights.startswith(BUILTIN):
-        weights = str(ensure_tiny(_dir(settings.models_dir) / weights.removeprefix(BUILTIN)))
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(_dir(settings.cache_dir) / "vllm"))
     return ChatEngine(weights, spec.engine)
 
 
@@ -82,9 +98,13 @@ class JobRunner:
         registry: ModelRegistry,
         settings: Settings,
         engine_factory: Callable[[], Engine],
+        account: Callable[[str], object] | None = None,
     ) -> None:
+        """``account(job_id)`` runs once the results are recorded, before the job is
+        marked completed (its batches publish only then): the carbon footprint."""
         self.db, self.store, self.registry, self.settings = db, store, registry, settings
         self._engine_factory = engine_factory
+        self._account = account
         self._engine: Engine | None = None
 
     def run(self, job_id: str, progress: Callable[[int, int], None] | None = None) -> JobReport:
@@ -117,12 +137,14 @@ class JobRunner:
         state.update_job(
             self.db,
             job_id,
-            status="completed",
             ended_at=now(),
             prompt_tokens=report.prompt_tokens,
             completion_tokens=report.completion_tokens,
             wall_seconds=report.wall_seconds,
         )
+        if self._account is not None:
+            self._account(job_id)
+        state.update_job(self.db, job_id, status="completed")
         return report
 
     def close(self) -> None:
@@ -135,14 +157,16 @@ class JobRunner:
     ) -> list[ResultRow]:
         # Re-check cancellations: only requests still waiting on this job run.
         live = state.in_progress_ids(self.db, job_id, [row.id for row in chunk])
-        requests, models = self._load(chunk, live)
-        results: list[EngineResult] = []
+        requests, refused, models = self._load(chunk, live)
+        results = list(refused)
         if requests:
             if self._engine is None:
                 t0 = time.monotonic()
                 self._engine = self._engine_factory()
                 report.engine_start_seconds = time.monotonic() - t0
-            results = self._engine.run(requests)
+            results += self._engine.run(requests)
+        order = {row.id: index for index, row in enumerate(chunk)}
+        results.sort(key=lambda r: order[r.id])
         rows = result_rows(results, models, self.registry)
         try:
             self.store.create(key, encode_results(rows))
@@ -153,7 +177,9 @@ class JobRunner:
 
     def _load(
         self, chunk: Sequence[ManifestRow], live: set[str]
-    ) -> tuple[list[EngineRequest], dict[str, str]]:
+    ) -> tuple[list[EngineRequest], list[EngineResult], dict[str, str]]:
+        """The chunk's live requests with their bodies, the requests refused already (a
+        body the model's kind does not take), and the model each request asked for."""
         by_segment: dict[str, list[str]] = defaultdict(list)
         for row in chunk:
             if row.id in live:
@@ -163,11 +189,25 @@ class JobRunner:
             table = read_segment(self.store, segment, ids).select(["id", "model", "request_body"])
             for rid, model, body in zip(*(c.to_pylist() for c in table.columns), strict=True):
                 found[rid] = (model, body)
-        requests = [
-            EngineRequest(
-                rid, found[rid][0], ChatCompletionRequest.model_validate_json(found[rid][1])
-            )
-            for rid in (row.id for row in chunk)
-            if rid in found
-        ]
-        return requests, {rid: model for rid, (model, _) in found.items()}
+        requests: list[EngineRequest] = []
+        refused: list[EngineResult] = []
+        for rid in (row.id for row in chunk if row.id in found):
+            model, body = found[rid]
+            kind = self.registry.get(model).kind
+            try:
+                requests.append(
+                    EngineRequest(rid, model, REQUEST_BODIES[kind].model_validate_json(body))
+                )
+            except ValidationError as exc:
+                # Stored by a route that did not check the model's kind: the request
+                # fails, the job goes on.
+                first = exc.errors()[0]
+                where = ".".join(map(str, first["loc"])) or "body"
+                message = (
+                    f"{model} is a {kind} model and this is not a {kind} request "
+                    f"({where}: {first['msg']})"
+                )
+                refused.append(
+                    EngineResult(rid, None, ErrorInfo(code=INVALID_REQUEST, message=message), 0, 0)
+                )
+        return requests, refused, {rid: model for rid, (model, _) in found.items()}

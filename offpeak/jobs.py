@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,29 +17,44 @@ from offpeak.state import jobs as state
 from offpeak.state.db import Database
 from offpeak.state.models import Job
 from offpeak.storage import ObjectStore
+from offpeak.work import PendingGroup, PendingUnit
 
 MANIFEST_SCHEMA = arrow_schema(ManifestRow)
 
 
-@dataclass(frozen=True)
-class PendingGroup:
-    """Requests waiting for the same engine (a model and its stand-ins)."""
-
-    engine_model: str
-    models: tuple[str, ...]
-    count: int
-
-
 def pending_groups(db: Database, registry: ModelRegistry) -> list[PendingGroup]:
-    """Sealed, registered requests per engine model. Models no longer served are left
-    out (their requests wait, and expire, rather than crash the scheduler)."""
-    counts: dict[str, dict[str, int]] = defaultdict(dict)
-    for model, count in state.pending_counts(db).items():
-        if model in registry:
-            counts[registry.engine_model(model)][model] = count
+    """Sealed, registered requests per engine model, in units by minute of deadline.
+    Models no longer served are left out (their requests wait, and expire, rather than
+    crash the scheduler). A request without a token estimate counts as a full context."""
+    units: dict[str, dict[int, list[PendingUnit]]] = defaultdict(lambda: defaultdict(list))
+    models: dict[str, set[str]] = defaultdict(set)
+    for row in state.pending_work(db):
+        if row.model not in registry:
+            continue
+        engine = registry.engine_model(row.model)
+        context = registry.get(engine).context_length
+        tokens = min(row.est_tokens + row.unestimated * context, row.count * context)
+        models[engine].add(row.model)
+        minute = row.first_expires_at - row.first_expires_at % 60
+        units[engine][minute].append(
+            PendingUnit(row.first_expires_at, row.last_expires_at, row.count, tokens)
+        )
     return [
-        PendingGroup(engine, tuple(sorted(models)), sum(models.values()))
-        for engine, models in sorted(counts.items())
+        PendingGroup(engine, tuple(sorted(models[engine])), tuple(_merged(units[engine])))
+        for engine in sorted(units)
+    ]
+
+
+def _merged(by_minute: dict[int, list[PendingUnit]]) -> list[PendingUnit]:
+    """One unit per minute (stand-ins of one engine share it), earliest first."""
+    return [
+        PendingUnit(
+            min(u.first_expires_at for u in parts),
+            max(u.last_expires_at for u in parts),
+            sum(u.count for u in parts),
+            sum(u.tokens for u in parts),
+        )
+        for _, parts in sorted(by_minute.items())
     ]
 
 
@@ -66,11 +80,12 @@ def open_job(
     max_requests: int,
     deployment: str,
     at: int,
+    expires_between: tuple[int, int] | None = None,
 ) -> Job | None:
     """Write a manifest of the oldest pending requests of ``group`` and claim them for a
     new job. The manifest is written first: a crash before the claim leaves an unused
     manifest, never a claimed request without one. None when nothing was claimable."""
-    candidates = state.pending_requests(db, group.models, max_requests)
+    candidates = state.pending_requests(db, group.models, max_requests, expires_between)
     if not candidates:
         return None
     job_id = new_id()

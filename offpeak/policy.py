@@ -1,38 +1,99 @@
-"""Launch policies: given the pending work, what to launch now.
+"""Launch policies: given the pending work, what to launch now, and where.
 
-A policy is a pure function; the scheduler flow calls the one named by
-``OFFPEAK_SCHEDULER_POLICY``. The carbon-aware planner replaces `immediate` later.
+A policy is a pure function of a :class:`Tick` (pending work, pools, forecasts, the jobs
+already running); the scheduler flow gathers the tick and calls the one named by
+``OFFPEAK_SCHEDULER_POLICY``: `carbon`, the planner (offpeak.planner), or `immediate`,
+everything at once in the default pool (for tests and demos).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from offpeak.config import Settings
-from offpeak.jobs import PendingGroup
+import numpy as np
+
+from offpeak import planner
+from offpeak.registry import ModelRegistry
+from offpeak.work import PendingGroup, work_groups
 
 
 @dataclass(frozen=True)
 class Launch:
-    """One job to start now: up to ``max_requests`` of a group, on a deployment."""
+    """One job to start now: up to ``max_requests`` of a group (those due within
+    ``expires_between``, inclusive, when set) on a pool's deployment."""
 
     group: PendingGroup
     max_requests: int
     deployment: str
+    pool: str
+    expires_between: tuple[int, int] | None = None
 
 
-LaunchPolicy = Callable[[Sequence[PendingGroup], Settings], list[Launch]]
+@dataclass(frozen=True)
+class Tick:
+    """What a policy decides from."""
+
+    now: datetime
+    groups: Sequence[PendingGroup]
+    pools: Sequence[planner.Pool]  # the first is the default pool
+    registry: ModelRegistry
+    job_max_requests: int
+    # Hourly gCO2e/kWh per zone from the current hour (absent or empty: no signal).
+    forecasts: Mapping[str, np.ndarray] = field(default_factory=dict)
+    # Jobs running per pool, per hour from the current one.
+    busy: Mapping[str, Sequence[int]] = field(default_factory=dict)
 
 
-def immediate(groups: Sequence[PendingGroup], settings: Settings) -> list[Launch]:
-    """Run whatever is pending at once, in jobs of at most `job_max_requests`."""
-    size = settings.job_max_requests
-    return [
-        Launch(group, size, settings.inference_deployment)
-        for group in groups
-        for _ in range(-(-group.count // size))
-    ]
+@dataclass(frozen=True)
+class Decision:
+    launches: list[Launch]
+    plan: planner.Plan | None = None  # the carbon policy's whole plan, for the report
 
 
-POLICIES: dict[str, LaunchPolicy] = {"immediate": immediate}
+LaunchPolicy = Callable[[Tick], Decision]
+
+
+def immediate(tick: Tick) -> Decision:
+    """Run whatever is pending at once in the default pool, in jobs of at most
+    `job_max_requests`."""
+    pool, size = tick.pools[0], tick.job_max_requests
+    return Decision(
+        [
+            Launch(group, size, pool.deployment, pool.name)
+            for group in tick.groups
+            for _ in range(-(-group.count // size))
+        ]
+    )
+
+
+def carbon(tick: Tick) -> Decision:
+    """Follow the planner: launch the jobs it starts now, and the late ones (they can no
+    longer meet their deadline; running them at once is their best chance)."""
+    plan = planner.plan(
+        tick.now,
+        work_groups(tick.groups, tick.registry),
+        tick.pools,
+        tick.forecasts,
+        busy=tick.busy,
+    )
+    groups = {g.engine_model: g for g in tick.groups}
+    launches: list[Launch] = []
+    for job in [*plan.launch, *plan.late]:
+        group = groups[job.group]
+        units = [group.units[i] for i in job.units]
+        count = sum(u.count for u in units)
+        between = (
+            min(u.first_expires_at for u in units),
+            max(u.last_expires_at for u in units),
+        )
+        size = tick.job_max_requests
+        launches += [
+            Launch(group, min(size, count - start), job.deployment, job.pool, between)
+            for start in range(0, count, size)
+        ]
+    return Decision(launches, plan)
+
+
+POLICIES: dict[str, LaunchPolicy] = {"carbon": carbon, "immediate": immediate}

@@ -1,7 +1,8 @@
 """The model registry: served models, the weights behind them, limits and prices.
 
-Each entry of models.yaml either names its own weights (a local folder, a hub id, or
-``builtin:tiny-chat``) or is a *stand-in*: a public model name served by another
+Each entry of models.yaml either names its own weights (a local folder, a hub id,
+``builtin:tiny-chat`` or ``package:<python package>/<folder>``, see
+:mod:`offpeak.engine.weights`) or is a *stand-in*: a public model name served by another
 entry's weights (on a laptop, the EXXA names run on the tiny model). Requests are
 grouped by the engine model that serves them, so stand-ins share one engine.
 """
@@ -25,7 +26,9 @@ class ModelSpec(BaseModel):
 
     kind: Literal["chat", "embed"] = Field("chat", description="What the model serves.")
     weights: str | None = Field(
-        None, description="Local folder, hub id, or `builtin:tiny-chat` (built on first use)."
+        None,
+        description="Local folder, hub id, `builtin:tiny-chat` (built on first use), or "
+        "`package:<python package>/<folder>` (model files shipped in an installed package).",
     )
     stand_in: str | None = Field(
         None, description="Serve this name with another entry's weights (flagged as a stand-in)."
@@ -35,17 +38,28 @@ class ModelSpec(BaseModel):
         description="vLLM engine arguments: dtype, max_model_len, tensor_parallel_size, ...",
     )
     context_length: int = Field(gt=0, description="Tokens of context (prompt + completion).")
-    max_completion_tokens: int = Field(gt=0, description="Largest max_tokens accepted.")
+    max_completion_tokens: int = Field(
+        0, ge=0, description="Largest max_tokens accepted; 0 for embedding models (no completion)."
+    )
     throughput_tokens_per_s: float = Field(
-        1000.0, gt=0, description="Estimated output tokens per second of one job, for planning."
+        1000.0,
+        gt=0,
+        description="Estimated tokens per second of one job, for planning: output tokens for "
+        "chat models, input tokens for embedding models.",
     )
     price_input_per_1m: float = Field(ge=0, description="USD per million prompt tokens.")
     price_output_per_1m: float = Field(ge=0, description="USD per million completion tokens.")
 
     @model_validator(mode="after")
-    def _one_source(self) -> ModelSpec:
+    def _consistent(self) -> ModelSpec:
         if (self.weights is None) == (self.stand_in is None):
             raise ValueError("give exactly one of `weights` or `stand_in`")
+        if self.kind == "chat" and self.max_completion_tokens < 1:
+            raise ValueError("a chat model needs max_completion_tokens >= 1")
+        if self.kind == "embed" and self.max_completion_tokens:
+            raise ValueError(
+                "an embedding model completes nothing: leave max_completion_tokens out"
+            )
         return self
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:

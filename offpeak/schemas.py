@@ -10,7 +10,16 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from offpeak.ids import ID_PATTERN
 
@@ -21,6 +30,8 @@ DEFAULT_MAX_TOKENS = 4_096
 class Status(StrEnum):
     """Lifecycle of requests and batches alike."""
 
+    # A batch whose dataset is still being registered: its requests wait, unscheduled.
+    VALIDATING = "validating"
     REGISTERED = "registered"
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
@@ -126,6 +137,65 @@ class ChatCompletionRequest(_Strict):
         return self
 
 
+# --- the embeddings request body ------------------------------------------------------
+
+MAX_EMBEDDING_INPUTS = 2_048  # OpenAI's limit on the items of one request
+
+_Text = Annotated[str, Field(strict=True, min_length=1)]
+_TokenIds = Annotated[list[Annotated[int, Field(strict=True, ge=0)]], Field(min_length=1)]
+_Many = Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)
+EmbeddingInput = (
+    _Text | Annotated[list[_Text], _Many] | _TokenIds | Annotated[list[_TokenIds], _Many]
+)
+
+
+class EmbeddingRequest(_Strict):
+    """An OpenAI embeddings request (`POST /v1/embeddings`).
+
+    Unknown fields are refused, as OpenAI refuses them ("Unrecognized request argument").
+    """
+
+    model: Annotated[str, Field(min_length=1, description="Name of a served embedding model.")]
+    input: EmbeddingInput = Field(
+        description="A text, a list of texts, a list of token ids, or a list of such lists; "
+        "nothing empty, at most 2048 items."
+    )
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="float: lists of numbers; base64: little-endian float32 bytes."
+    )
+    dimensions: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            description="Length of the vectors; other than the model's own only for models "
+            "trained to be shortened (matryoshka).",
+        ),
+    ] = None
+    user: str | None = Field(None, description="End-user identifier, kept for the caller.")
+
+    @field_validator("input", mode="wrap")
+    @classmethod
+    def _one_clear_error(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # One message instead of one per member of the union.
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(
+                "input must be a non-empty string, a list of non-empty strings, a list of "
+                "token ids (integers >= 0), or a list of such lists, with 1 to "
+                f"{MAX_EMBEDDING_INPUTS} items"
+            ) from None
+
+    def inputs(self) -> list[str] | list[list[int]]:
+        """The inputs as a list, one item per vector to return."""
+        value = self.input
+        if isinstance(value, str):
+            return [value]
+        if value and isinstance(value[0], int):
+            return [value]
+        return value  # type: ignore[return-value]
+
+
 # --- completion windows -----------------------------------------------------------------
 
 _WINDOW = re.compile(r"^(\d+)([mhd])$")
@@ -201,6 +271,23 @@ class StatusObject(BaseModel):
     ended_at: int | None = None
 
 
+class CarbonObject(BaseModel):
+    """The carbon footprint of a request or batch that ran (an offpeak extension)."""
+
+    gco2e: float = Field(description="Estimated emissions of running it, in grams CO2e.")
+    baseline_gco2e: float = Field(
+        description="The same work run at submission time in the default pool."
+    )
+    saved_pct: float | None = Field(description="100 x (baseline - gco2e) / baseline.")
+    zone: str = Field(description="Grid zone(s) it ran in, comma-separated when several.")
+    ran_at: int = Field(description="When it (its first job) started, unix seconds.")
+
+    @classmethod
+    def of(cls, gco2e: float, baseline: float, zone: str, ran_at: int) -> CarbonObject:
+        saved = round(100.0 * (baseline - gco2e) / baseline, 2) if baseline > 0 else None
+        return cls(gco2e=gco2e, baseline_gco2e=baseline, saved_pct=saved, zone=zone, ran_at=ran_at)
+
+
 class RequestObject(StatusObject):
     """A request with its body and, once ended, its result or error."""
 
@@ -211,6 +298,7 @@ class RequestObject(StatusObject):
     completion_window: str = "24h"
     webhook: str | None = None
     batch_id: str | None = None
+    carbon: CarbonObject | None = None
 
 
 class RequestCounts(BaseModel):
@@ -230,6 +318,7 @@ class BatchObject(StatusObject):
     metadata: dict[str, Any] = Field(default_factory=dict)
     webhook: str | None = None
     request_counts: RequestCounts = Field(default_factory=RequestCounts)
+    carbon: CarbonObject | None = None
 
 
 class ModelCard(BaseModel):
@@ -249,6 +338,80 @@ class ModelCard(BaseModel):
     price_output_per_1m: float
 
 
+# --- datasets ------------------------------------------------------------------------------
+
+DatasetFormat = Literal["parquet", "csv", "jsonl"]
+
+
+class DatasetMapping(_Strict):
+    """How the columns of a dataset become chat requests (`POST /v1/datasets`, query string).
+
+    Each row becomes one request of one new batch: the prompt column as the user message
+    (after an optional system prompt), or a messages column holding whole conversations.
+    """
+
+    model: Annotated[str, Field(min_length=1, description="Model every row is sent to.")]
+    prompt_column: str | None = Field(
+        None, description="Column holding each row's user message (text)."
+    )
+    messages_column: str | None = Field(
+        None,
+        description="Instead of prompt_column: a column holding each row's conversation, "
+        "a list of {role, content} objects (or its JSON text).",
+    )
+    system_prompt: str | None = Field(
+        None, description="System message put before each row's prompt (prompt_column only)."
+    )
+    id_column: str | None = Field(
+        None,
+        description="Column identifying each row, kept as metadata.custom_id and joined back "
+        "in the results; unique. Without it, custom_id is the row number (from 0).",
+    )
+    parameter_columns: list[str] = Field(
+        default_factory=list,
+        description="Per-row sampling parameters: `field=column` (e.g. `temperature=temp`) or "
+        "just `field` for a column of that name; a null cell takes the global value.",
+    )
+    max_tokens: Annotated[int | None, Field(ge=1, le=MAX_COMPLETION_TOKENS)] = None
+    temperature: Annotated[float | None, Field(ge=0, le=2)] = None
+    top_p: Annotated[float | None, Field(gt=0, le=1)] = None
+    seed: int | None = None
+    completion_window: str = Field("24h", description="Deadline after submission, e.g. 24h.")
+    name: str | None = Field(None, description="Name of the batch (in its metadata).")
+    format: DatasetFormat | None = Field(
+        None, description="parquet, csv or jsonl; guessed from the file name or its bytes."
+    )
+
+    @field_validator("completion_window")
+    @classmethod
+    def _valid_window(cls, value: str) -> str:
+        window_seconds(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_text_source(self) -> DatasetMapping:
+        if (self.prompt_column is None) == (self.messages_column is None):
+            raise ValueError("give exactly one of prompt_column or messages_column")
+        if self.messages_column is not None and self.system_prompt is not None:
+            raise ValueError("system_prompt goes with prompt_column; put it in the messages")
+        return self
+
+    def parameters(self) -> dict[str, str]:
+        """Per-row parameter field -> the column holding it."""
+        pairs = (entry.partition("=") for entry in self.parameter_columns)
+        return {field.strip(): (column.strip() or field.strip()) for field, _, column in pairs}
+
+    def global_parameters(self) -> dict[str, Any]:
+        """The sampling parameters given for every row."""
+        values = {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
+        return {name: value for name, value in values.items() if value is not None}
+
+
 # --- Parquet segments -----------------------------------------------------------------------
 
 
@@ -260,7 +423,10 @@ class SegmentRow(BaseModel):
     model: str
     created_at: int
     expires_at: int
-    request_body: str = Field(description="The chat-completions body as JSON text.")
+    request_body: str = Field(
+        description="The request body as JSON text: chat-completions or embeddings, as the "
+        "model's kind takes."
+    )
     metadata: str = Field(description="The caller's metadata as JSON text.")
 
 
@@ -269,7 +435,9 @@ class ResultRow(BaseModel):
 
     id: str
     status: str = Field(description="completed or failed.")
-    result_body: str = Field(description="The chat.completion object as JSON text; '' if failed.")
+    result_body: str = Field(
+        description="The chat.completion or embeddings response as JSON text; '' if failed."
+    )
     error_code: str = Field(description="'' when completed.")
     error_message: str = Field(description="'' when completed.")
     prompt_tokens: int
@@ -282,3 +450,152 @@ class ManifestRow(BaseModel):
 
     id: str
     segment: str
+
+
+# --- the OpenAI Batch API (served under /openai/v1) ---------------------------------------
+
+OPENAI_ENDPOINTS: dict[str, Literal["chat", "embed"]] = {
+    "/v1/chat/completions": "chat",
+    "/v1/embeddings": "embed",
+}
+"""The batch endpoints served, and the kind of model each one runs."""
+
+OpenAIMetadata = Annotated[
+    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
+    Field(max_length=16, description="Up to 16 string pairs (keys up to 64 characters)."),
+]
+
+
+class BatchInputLine(_Strict):
+    """One line of a batch input file."""
+
+    custom_id: Annotated[str, Field(min_length=1, max_length=512)] = Field(
+        description="The caller's id of the line, unique in the file; outputs carry it."
+    )
+    method: Literal["POST"]
+    url: str = Field(description="Must equal the batch's endpoint.")
+    body: dict[str, Any] = Field(description="The request body for that endpoint.")
+
+
+class OpenAIBatchCreate(_Strict):
+    """Body of `POST /openai/v1/batches`."""
+
+    input_file_id: Annotated[str, Field(min_length=1, description="An uploaded batch file.")]
+    endpoint: str = Field(description="`/v1/chat/completions` or `/v1/embeddings`.")
+    completion_window: str = Field(description="Deadline after creation: `24h` (or 1m-72h).")
+    metadata: OpenAIMetadata | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _served(cls, value: str) -> str:
+        if value not in OPENAI_ENDPOINTS:
+            served = ", ".join(OPENAI_ENDPOINTS)
+            raise ValueError(f"endpoint {value!r} is not supported here; supported: {served}")
+        return value
+
+    @field_validator("completion_window")
+    @classmethod
+    def _valid_window(cls, value: str) -> str:
+        window_seconds(value)
+        return value
+
+
+class FileObject(BaseModel):
+    """A file of the OpenAI-compatible API."""
+
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: Literal["batch", "batch_output"]
+    status: Literal["processed"] = "processed"
+    expires_at: int | None = None
+    status_details: str | None = None
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool = True
+
+
+class OpenAIBatchCounts(BaseModel):
+    total: int = 0
+    completed: int = 0
+    failed: int = Field(0, description="Failed, expired and cancelled requests.")
+
+
+class InputTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class OutputTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
+class OpenAIBatchUsage(BaseModel):
+    """Tokens of the batch's finished requests."""
+
+    input_tokens: int = 0
+    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
+    output_tokens: int = 0
+    output_tokens_details: OutputTokensDetails = Field(default_factory=OutputTokensDetails)
+    total_tokens: int = 0
+
+
+OpenAIBatchStatus = Literal[
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+]
+
+
+class OpenAIBatchObject(BaseModel):
+    """A batch as the OpenAI Batch API shows it; the same batch as `/v1/batches/{id}`."""
+
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: str
+    model: str | None = None
+    errors: dict[str, Any] | None = Field(
+        None, description="Always null: invalid input files are refused when the batch is created."
+    )
+    input_file_id: str
+    completion_window: str
+    status: OpenAIBatchStatus
+    output_file_id: str | None = Field(None, description="Null when no request completed.")
+    error_file_id: str | None = Field(None, description="Null when no request failed.")
+    created_at: int
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: OpenAIBatchCounts
+    usage: OpenAIBatchUsage | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class OpenAIBatchList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIBatchObject]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False

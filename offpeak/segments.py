@@ -56,9 +56,27 @@ def encode_segment(rows: Sequence[UnsealedRow]) -> bytes:
         "request_body": [r.body for r in rows],
         "metadata": [json.dumps(r.meta, separators=(",", ":")) for r in rows],
     }
-    table = pa.Table.from_pydict(columns, schema=SEGMENT_SCHEMA)
+    return encode_segment_table(pa.Table.from_pydict(columns, schema=SEGMENT_SCHEMA))
+
+
+def encode_segment_table(table: pa.Table) -> bytes:
+    """Parquet bytes of a table in the segment schema (pure: no I/O). Its text columns
+    may also be string views (as polars hands them over): the file is the same."""
+    if [(f.name, f.nullable) for f in table.schema] != [
+        (f.name, f.nullable) for f in SEGMENT_SCHEMA
+    ]:
+        raise ValueError(f"not a segment table: {table.schema}")
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    # Dictionaries and statistics only where they pay: the bodies are unique and long.
+    # No Arrow schema stored: readers see plain strings whatever the writer's types.
+    pq.write_table(
+        table,
+        sink,
+        compression="zstd",
+        use_dictionary=["key_id", "model"],
+        write_statistics=["id", "created_at", "expires_at"],
+        store_schema=False,
+    )
     return sink.getvalue()
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from offpeak.chunks import read_results
 from offpeak.schemas import (
     BatchObject,
+    CarbonObject,
     ErrorInfo,
     RequestCounts,
     RequestObject,
@@ -43,7 +44,13 @@ def request_object(row: Request, body: str | None, result: str | None) -> Reques
         completion_window=row.completion_window,
         webhook=row.webhook,
         batch_id=row.batch_id,
+        carbon=request_carbon(row),
     )
+
+
+def request_carbon(row: Request) -> CarbonObject | None:
+    """The request's share of its job's footprint, once accounted."""
+    return CarbonObject.model_validate_json(row.carbon) if row.carbon else None
 
 
 def request_objects(store: ObjectStore, rows: Sequence[Request]) -> list[RequestObject]:
@@ -66,10 +73,13 @@ def request_objects(store: ObjectStore, rows: Sequence[Request]) -> list[Request
     ]
 
 
-def batch_object(batch: Batch, counts: RequestCounts) -> BatchObject:
+def batch_object(
+    batch: Batch, counts: RequestCounts, carbon: CarbonObject | None = None
+) -> BatchObject:
     return BatchObject(
         **status_object(batch).model_dump(),
         metadata=batch.meta,
         webhook=batch.webhook,
         request_counts=counts,
+        carbon=carbon,
     )

@@ -10,12 +10,12 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
+from offpeak.accounting import JobCarbon
 from offpeak.carbon import open_provider
 from offpeak.footprint import record_job_footprint
 from offpeak.inference import JobRunner, open_engine
 from offpeak.pools import load_pools
 from offpeak.state.jobs import get_job
-from tasks.retry import RETRIES, RETRY_DELAYS, transient
 from tasks.runtime import runtime
 
 
@@ -36,30 +36,25 @@ def run_job(job_id: str) -> dict[str, Any]:
     def progress(done: int, total: int) -> None:
         update_progress_artifact(artifact, 100.0 * done / total)
 
+    footprints: list[JobCarbon | None] = []
+
+    def account(job_id: str) -> None:
+        """The job's energy and carbon, and each request's share against its baseline."""
+        with open_provider(rt.settings) as provider:
+            pools = load_pools(rt.settings.pools_path)
+            footprints.append(record_job_footprint(rt.db, provider, pools, job_id))
+
     runner = JobRunner(
         rt.db,
         rt.store,
         rt.registry,
         rt.settings,
         engine_factory=lambda: open_engine(rt.settings, rt.registry, job.model),
+        account=account,
     )
     try:
         report = runner.run(job_id, progress)
     finally:
         runner.close()
-    return {**asdict(report), "tokens_per_s": report.tokens_per_s}
-
-
-@task(
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=transient,
-)
-def record_footprint(job_id: str) -> dict[str, float] | None:
-    """Account the job's energy and carbon, and each request's share against its baseline."""
-    rt = runtime()
-    footprint = record_job_footprint(
-        rt.db, open_provider(rt.settings), load_pools(rt.settings.pools_path), job_id
-    )
-    return asdict(footprint) if footprint else None
+    carbon = asdict(footprints[-1]) if footprints and footprints[-1] else None
+    return {**asdict(report), "tokens_per_s": report.tokens_per_s, "carbon": carbon}

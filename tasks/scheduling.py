@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 from uuid import UUID
 
+import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
@@ -13,10 +16,15 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
+from offpeak.carbon import open_provider
 from offpeak.clock import now
+from offpeak.config import Settings
 from offpeak.ingest import seal_all
 from offpeak.jobs import open_job, pending_groups
-from offpeak.policy import POLICIES, Launch
+from offpeak.plan_report import plan_markdown
+from offpeak.planner import pools_from_specs
+from offpeak.policy import POLICIES, Launch, Tick
+from offpeak.pools import PoolSpec, load_pools, pool_of_deployment
 from offpeak.state import jobs as state
 from offpeak.state.models import Job
 from tasks.retry import RETRIES, RETRY_DELAYS, transient
@@ -25,6 +33,7 @@ from tasks.runtime import runtime
 # A run in one of these states is over; if its job is not completed, the run stopped
 # short of it (a run that finishes its job marks the job completed before it ends).
 ENDED_RUN = {StateType.CRASHED, StateType.FAILED, StateType.CANCELLED, StateType.COMPLETED}
+MAX_FORECAST_HOURS = 73  # the longest completion window (72 h) and the current hour
 
 
 @task(
@@ -50,17 +59,69 @@ def expire_overdue() -> int:
     return state.expire_overdue(runtime().db, now())
 
 
+@dataclass(frozen=True)
+class Planned:
+    launches: list[Launch]
+    report: str  # Markdown: per pool, the forecast, the chosen windows, the saving
+
+
+def _forecasts(
+    settings: Settings, zones: set[str], at: datetime, hours: int
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Each zone's hourly forecast from the current hour, as far as it is unbroken."""
+    forecasts: dict[str, np.ndarray] = {}
+    sources: dict[str, str] = {}
+    with open_provider(settings) as provider:
+        for zone in sorted(zones):
+            forecast = provider.forecast(zone, at, hours)
+            dense = forecast.on_hours(at, hours)
+            gaps = np.flatnonzero(np.isnan(dense))
+            forecasts[zone] = dense[: gaps[0]] if len(gaps) else dense
+            sources[zone] = forecast.source
+    return forecasts, sources
+
+
+def _busy(db_jobs: list[Job], specs: dict[str, PoolSpec]) -> dict[str, list[int]]:
+    """Jobs holding a place in each pool this hour."""
+    busy: dict[str, list[int]] = {}
+    for job in db_jobs:
+        name, _ = pool_of_deployment(specs, job.deployment)
+        busy.setdefault(name, [0])[0] += 1
+    return busy
+
+
 @task(
     cache_policy=NO_CACHE,
     retries=RETRIES,
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=transient,
 )
-def plan_launches() -> list[Launch]:
-    """Ask the launch policy what to start now."""
+def plan_launches() -> Planned:
+    """Ask the launch policy what to start now, and where."""
     rt = runtime()
-    policy = POLICIES[rt.settings.scheduler_policy]
-    return policy(pending_groups(rt.db, rt.registry), rt.settings)
+    settings = rt.settings
+    specs = load_pools(settings.pools_path)
+    pools = pools_from_specs(specs)
+    groups = pending_groups(rt.db, rt.registry)
+    at = datetime.now(UTC)
+    forecasts: dict[str, np.ndarray] = {}
+    sources: dict[str, str] = {}
+    if settings.scheduler_policy == "carbon" and groups:
+        last = max(u.last_expires_at for g in groups for u in g.units)
+        hours = min(max(math.ceil((last - at.timestamp()) / 3600) + 1, 1), MAX_FORECAST_HOURS)
+        forecasts, sources = _forecasts(settings, {p.zone for p in pools}, at, hours)
+    tick = Tick(
+        at,
+        groups,
+        pools,
+        rt.registry,
+        settings.job_max_requests,
+        forecasts,
+        _busy(state.active_jobs(rt.db), specs),
+    )
+    decision = POLICIES[settings.scheduler_policy](tick)
+    report = plan_markdown(decision.plan, groups, pools, forecasts, sources)
+    return Planned(decision.launches, report)
 
 
 @task(
@@ -79,6 +140,7 @@ def open_launch(launch: Launch) -> str | None:
         max_requests=launch.max_requests,
         deployment=launch.deployment,
         at=now(),
+        expires_between=launch.expires_between,
     )
     return job.id if job else None
 
@@ -157,4 +219,12 @@ def recover_jobs() -> dict[str, list[str]]:
 
 
 def summary(launches: list[Launch]) -> list[dict[str, Any]]:
-    return [{**asdict(launch.group), "max_requests": launch.max_requests} for launch in launches]
+    return [
+        {
+            "engine_model": launch.group.engine_model,
+            "models": launch.group.models,
+            "pool": launch.pool,
+            "max_requests": launch.max_requests,
+        }
+        for launch in launches
+    ]

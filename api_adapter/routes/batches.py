@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
@@ -10,6 +12,7 @@ from api_adapter.deps import KeyDep, ServicesDep
 from api_adapter.streaming import JSONL, PAGE, jsonl, paged
 from offpeak.clock import now
 from offpeak.errors import Conflict
+from offpeak.results_table import parquet_from_jsonl
 from offpeak.schemas import BatchCreate, BatchObject, Status, StatusObject
 from offpeak.state import batches as state
 from offpeak.state.keys import require_balance
@@ -18,11 +21,14 @@ from offpeak.state.requests import cancel_request
 from offpeak.views import batch_object, status_object
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
+PARQUET = "application/vnd.apache.parquet"
 
 
 def _with_counts(services: ServicesDep, rows: list[Batch]) -> list[BatchObject]:
-    counts = state.request_counts(services.db, [b.id for b in rows])
-    return [batch_object(b, counts[b.id]) for b in rows]
+    ids = [b.id for b in rows]
+    counts = state.request_counts(services.db, ids)
+    carbon = state.batch_carbon(services.db, ids)
+    return [batch_object(b, counts[b.id], carbon.get(b.id)) for b in rows]
 
 
 @router.post("", status_code=201, response_model=BatchObject)
@@ -56,8 +62,19 @@ def get_batch_status(batch_id: str, key: KeyDep, services: ServicesDep) -> Statu
 
 
 @router.get("/{batch_id}/results", response_class=StreamingResponse)
-def get_batch_results(batch_id: str, key: KeyDep, services: ServicesDep) -> StreamingResponse:
-    """The batch's results as JSONL, one full request object per line (once completed)."""
+def get_batch_results(
+    batch_id: str,
+    key: KeyDep,
+    services: ServicesDep,
+    format: Annotated[
+        Literal["jsonl", "parquet"],
+        Query(
+            description="jsonl: one full request object per line; parquet: one row per "
+            "request (custom_id, status, content, finish_reason, model, usage, error)."
+        ),
+    ] = "jsonl",
+) -> StreamingResponse:
+    """The batch's results as JSONL (one full request object per line) or Parquet."""
     batch = state.get_batch(services.db, key.id, batch_id)
     if batch.status not in (Status.COMPLETED, Status.FAILED) or not batch.results_key:
         raise Conflict(
@@ -65,6 +82,13 @@ def get_batch_results(batch_id: str, key: KeyDep, services: ServicesDep) -> Stre
             code="batch_not_completed",
         )
     stream = services.store.open(batch.results_key)
+    if format == "parquet":
+        return StreamingResponse(
+            parquet_from_jsonl(stream),
+            media_type=PARQUET,
+            headers={"Content-Disposition": f'attachment; filename="{batch_id}.parquet"'},
+            background=BackgroundTask(stream.close),
+        )
     return StreamingResponse(
         iter(lambda: stream.read(1 << 16), b""),
         media_type=JSONL,

@@ -7,7 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from api_adapter.deps import API_KEY_SECURITY, KeyDep, Services, ServicesDep, authenticate
+from api_adapter.deps import (
+    API_KEY_SECURITY,
+    KeyDep,
+    Services,
+    ServicesDep,
+    authenticate,
+    secret_of,
+)
 from api_adapter.streaming import PAGE, jsonl, paged
 from offpeak.clock import now
 from offpeak.errors import InvalidInput
@@ -25,10 +32,19 @@ async def create_request(create: RequestCreate, request: Request) -> Response:
     # The hot path: services and key are read here rather than injected, because
     # FastAPI's dependency solving costs more than everything else this route does.
     services: Services = request.app.state.services
-    key = await authenticate(services, request.headers.get("x-api-key"))
+    headers = request.headers
+    key = await authenticate(
+        services, secret_of(headers.get("x-api-key"), headers.get("authorization"))
+    )
     require_balance(key, services.settings.min_balance_usd)
     body = create.request_body
     spec = services.registry.get(body.model)
+    if spec.kind != "chat":
+        raise InvalidInput(
+            f"{body.model} is an {spec.kind} model, not a chat model: send its requests as "
+            "/v1/embeddings lines of an OpenAI batch (/openai/v1/batches)",
+            code="model_not_chat",
+        )
     asked = body.max_completion_tokens or body.max_tokens
     if asked is not None and asked > spec.max_completion_tokens:
         raise InvalidInput(

@@ -30,7 +30,7 @@ from offpeak.engine.sampling import (
     sampling_kwargs,
 )
 from offpeak.errors import EngineRequestError
-from offpeak.schemas import ErrorInfo
+from offpeak.schemas import ChatCompletionRequest, ErrorInfo
 
 # Set before vLLM is imported; the environment wins when it says otherwise.
 ENV_DEFAULTS = {
@@ -76,14 +76,7 @@ class ChatEngine:
     """
 
     def __init__(self, weights: str, engine_args: Mapping[str, Any] | None = None) -> None:
-        for name, value in ENV_DEFAULTS.items():
-            os.environ.setdefault(name, value)
-        if Path(weights).is_dir():
-            # Local weights: never ask a model hub for anything.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from vllm import LLM
-
-        self._llm: Any = LLM(model=weights, **{**ENGINE_DEFAULTS, **(engine_args or {})})
+        self._llm: Any = start_llm(weights, {**ENGINE_DEFAULTS, **(engine_args or {})})
         self._tokenizer: Any = self._llm.get_tokenizer()
         self.max_model_len: int = self._llm.model_config.max_model_len
 
@@ -133,14 +126,18 @@ class ChatEngine:
     def _prepare(self, index: int, request: EngineRequest) -> _Ready | EngineResult:
         from jinja2 import TemplateError
 
-        messages = chat_messages(request.body)
+        body = request.body
+        if not isinstance(body, ChatCompletionRequest):
+            message = f"{request.model} is a chat model; it takes chat-completions requests"
+            return _failed(request, INVALID_REQUEST, message, 0)
+        messages = chat_messages(body)
         try:
             prompt_tokens = self.count_prompt_tokens(messages)
         except (TemplateError, ValueError, TypeError) as exc:
             # Chat templates refuse some conversations (roles that do not alternate, ...).
             return _failed(request, INVALID_REQUEST, f"the chat template refused it: {exc}", 0)
         try:
-            kwargs = sampling_kwargs(request.body, prompt_tokens, self.max_model_len)
+            kwargs = sampling_kwargs(body, prompt_tokens, self.max_model_len)
             _sampling_params(kwargs)  # vLLM checks the values as it builds them
         except EngineRequestError as exc:
             return _failed(request, exc.code, exc.message, prompt_tokens)
@@ -168,6 +165,18 @@ class ChatEngine:
             return self._generate(items[:middle]) + self._generate(items[middle:])
         assert len(outputs) == len(items), "vLLM returns one output per conversation"
         return [(item, _result(item, output)) for item, output in zip(items, outputs, strict=True)]
+
+
+def start_llm(weights: str, engine_args: Mapping[str, Any]) -> Any:
+    """A vLLM ``LLM`` on ``weights`` (a local folder or a hub id), environment set first."""
+    for name, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    if Path(weights).is_dir():
+        # Local weights: never ask a model hub for anything.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from vllm import LLM
+
+    return LLM(model=weights, **engine_args)
 
 
 def _sampling_params(kwargs: dict[str, Any]) -> Any:

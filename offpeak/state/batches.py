@@ -8,9 +8,10 @@ from sqlalchemy import func, select, update
 
 from offpeak.errors import Conflict, NotFound
 from offpeak.ids import new_id
-from offpeak.schemas import BatchCreate, RequestCounts, Status
+from offpeak.schemas import BatchCreate, CarbonObject, RequestCounts, Status
 from offpeak.state.db import Database
-from offpeak.state.models import Batch, Request
+from offpeak.state.jobs import ACTIVE_JOB_STATUSES
+from offpeak.state.models import Batch, Job, Request
 from offpeak.state.requests import CANCELLABLE
 
 # Stay well under the bound-parameter limits of SQLite and PostgreSQL.
@@ -128,6 +129,36 @@ def request_counts(db: Database, batch_ids: Sequence[str]) -> dict[str, RequestC
     return counts
 
 
+def batch_carbon(db: Database, batch_ids: Sequence[str]) -> dict[str, CarbonObject]:
+    """The summed footprint of each batch's accounted requests (batches with none are
+    left out)."""
+    carbon: dict[str, CarbonObject] = {}
+    with db.session() as session:
+        for chunk in _chunks(list(batch_ids)):
+            rows = session.execute(
+                select(
+                    Request.batch_id,
+                    Request.carbon_zone,
+                    func.sum(Request.gco2e),
+                    func.sum(Request.baseline_gco2e),
+                    func.min(Request.ran_at),
+                )
+                .where(Request.batch_id.in_(chunk), Request.gco2e.is_not(None))
+                .group_by(Request.batch_id, Request.carbon_zone)
+            )
+            sums: dict[str, list[tuple[str, float, float, int]]] = {}
+            for bid, zone, gco2e, baseline, ran_at in rows:
+                sums.setdefault(str(bid), []).append((zone, gco2e, baseline or 0.0, ran_at))
+            for bid, parts in sums.items():
+                carbon[bid] = CarbonObject.of(
+                    sum(p[1] for p in parts),
+                    sum(p[2] for p in parts),
+                    ",".join(sorted({p[0] for p in parts if p[0]})),
+                    min(p[3] for p in parts),
+                )
+    return carbon
+
+
 def cancel_batch(db: Database, key_id: str, batch_id: str, at: int) -> Batch:
     """Cancel a batch and every request of it not yet final, in one transaction."""
     with db.session(write=True) as session:
@@ -162,7 +193,8 @@ def cancel_batch(db: Database, key_id: str, batch_id: str, at: int) -> Batch:
 
 
 def ready_to_publish(db: Database) -> list[Batch]:
-    """Open batches whose requests have all ended."""
+    """Open batches whose requests have all ended, their jobs too (a job ends after
+    its carbon is accounted)."""
     waiting = (
         select(Request.id)
         .where(
@@ -171,11 +203,17 @@ def ready_to_publish(db: Database) -> list[Batch]:
         )
         .exists()
     )
+    running = (
+        select(Request.id)
+        .join(Job, Job.id == Request.job_id)
+        .where(Request.batch_id == Batch.id, Job.status.in_(ACTIVE_JOB_STATUSES))
+        .exists()
+    )
     with db.session() as session:
         return list(
             session.scalars(
                 select(Batch)
-                .where(Batch.status.in_([s.value for s in CANCELLABLE]), ~waiting)
+                .where(Batch.status.in_([s.value for s in CANCELLABLE]), ~waiting, ~running)
                 .order_by(Batch.id)
             )
         )

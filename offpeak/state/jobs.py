@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from offpeak.errors import NotFound
-from offpeak.schemas import Status
+from offpeak.schemas import CarbonObject, Status
 from offpeak.state.db import Database
 from offpeak.state.models import ApiKey, Batch, Job, Request
 
@@ -19,30 +19,76 @@ ID_CHUNK = 5000
 ACTIVE_JOB_STATUSES = ("created", "launched", "running")
 
 
-def pending_counts(db: Database) -> dict[str, int]:
-    """Sealed requests waiting to be scheduled, per requested model name."""
-    with db.session() as session:
-        rows = session.execute(
-            select(Request.model, func.count())
-            .where(Request.status == Status.REGISTERED.value, Request.segment.is_not(None))
-            .group_by(Request.model)
-        )
-        return {model: count for model, count in rows}
+# Requests of a dataset still being registered wait until all of its rows are in.
+_in_validating_batch = (
+    select(Batch.id)
+    .where(Batch.id == Request.batch_id, Batch.status == Status.VALIDATING.value)
+    .exists()
+)
 
 
-def pending_requests(db: Database, models: Sequence[str], limit: int) -> list[tuple[str, str]]:
-    """(id, segment) of the oldest sealed, registered requests for ``models``."""
+@dataclass(frozen=True)
+class PendingRow:
+    """Sealed, registered requests of one model whose deadlines fall in one minute."""
+
+    model: str
+    first_expires_at: int
+    last_expires_at: int
+    count: int
+    est_tokens: int  # summed over those with an estimate
+    unestimated: int  # how many have none
+
+
+def pending_work(db: Database) -> list[PendingRow]:
+    """Requests waiting to be scheduled, per model and minute of deadline."""
+    minute = Request.expires_at - Request.expires_at % 60
     with db.session() as session:
         rows = session.execute(
-            select(Request.id, Request.segment)
+            select(
+                Request.model,
+                func.min(Request.expires_at),
+                func.max(Request.expires_at),
+                func.count(),
+                func.coalesce(func.sum(Request.est_tokens), 0),
+                func.count(Request.est_tokens),
+            )
             .where(
                 Request.status == Status.REGISTERED.value,
                 Request.segment.is_not(None),
-                Request.model.in_(models),
+                ~_in_validating_batch,
             )
-            .order_by(Request.id)
-            .limit(limit)
+            .group_by(Request.model, minute)
+            .order_by(Request.model, minute)
         )
+        return [
+            PendingRow(model, first, last, count, int(tokens), count - estimated)
+            for model, first, last, count, tokens, estimated in rows
+        ]
+
+
+def pending_requests(
+    db: Database,
+    models: Sequence[str],
+    limit: int,
+    expires_between: tuple[int, int] | None = None,
+) -> list[tuple[str, str]]:
+    """(id, segment) of sealed, registered requests for ``models``: the oldest, or with
+    ``expires_between`` (inclusive) those due in that range, earliest first."""
+    query = select(Request.id, Request.segment).where(
+        Request.status == Status.REGISTERED.value,
+        Request.segment.is_not(None),
+        Request.model.in_(models),
+        ~_in_validating_batch,
+    )
+    if expires_between is None:
+        query = query.order_by(Request.id)
+    else:
+        first, last = expires_between
+        query = query.where(Request.expires_at.between(first, last)).order_by(
+            Request.expires_at, Request.id
+        )
+    with db.session() as session:
+        rows = session.execute(query.limit(limit))
         return [(rid, str(segment)) for rid, segment in rows]
 
 
@@ -255,6 +301,7 @@ def record_carbon(
                         "baseline_gco2e": b,
                         "carbon_zone": zone,
                         "ran_at": ran_at,
+                        "carbon": CarbonObject.of(g, b, zone, ran_at).model_dump_json(),
                     }
                     for rid, g, b in requests
                 ],

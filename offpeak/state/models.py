@@ -1,11 +1,23 @@
-"""SQLAlchemy models of the control-plane state: API keys, requests, batches."""
+"""SQLAlchemy models of the control-plane state: API keys, requests, batches, jobs, and
+the files and batches of the OpenAI-compatible API."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, Numeric, String, Text, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ID = String(24)
@@ -75,16 +87,21 @@ class Request(Base):
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(16, 8))
+    # Tokens it may take (prompt + completion), estimated at ingestion: the planner's
+    # measure of pending work. Null means unknown (the planner assumes the model's context).
+    est_tokens: Mapped[int | None] = mapped_column(Integer)
     # Carbon accounting, once its job has run (see offpeak/accounting.py).
     gco2e: Mapped[float | None] = mapped_column(Float)
     baseline_gco2e: Mapped[float | None] = mapped_column(Float)
     carbon_zone: Mapped[str | None] = mapped_column(String(64))
     ran_at: Mapped[int | None] = mapped_column(Integer)
+    # The `carbon` object of the API (schemas.CarbonObject) as JSON text, made once.
+    carbon: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_requests_key_id", "key_id", "id"),
         Index("ix_requests_job_id", "job_id"),
-        Index("ix_requests_batch_id", "batch_id"),
+        Index("ix_requests_batch_id", "batch_id", "id"),  # a batch's requests in order
         Index("ix_requests_status", "status", "model"),
         # The writer's work queue: rows accepted but not yet in a Parquet segment.
         Index(
@@ -125,3 +142,53 @@ class Job(Base):
     gco2e: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_jobs_status", "status"),)
+
+
+class OpenAIFile(Base):
+    """A file of the OpenAI-compatible API: an uploaded batch input, or a batch's output
+    or error file. The bytes live in object storage at ``storage_key``."""
+
+    __tablename__ = "openai_files"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    storage_key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_openai_files_key_id", "key_id", "id"),)
+
+
+class OpenAIBatch(Base):
+    """What an OpenAI-compatible batch adds to its batch (same id): where its lines came
+    from, and once all its requests ended, its output and error files."""
+
+    __tablename__ = "openai_batches"
+
+    id: Mapped[str] = mapped_column(ForeignKey("batches.id"), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    # No foreign key: deleting the input file keeps the batch (its bodies are in segments).
+    input_file_id: Mapped[str] = mapped_column(ID)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    # Set once the output files are written: completed, expired or cancelled.
+    status: Mapped[str | None] = mapped_column(String(16))
+    output_file_id: Mapped[str | None] = mapped_column(ID)
+    error_file_id: Mapped[str | None] = mapped_column(ID)
+    cancelling_at: Mapped[int | None] = mapped_column(Integer)
+    finalizing_at: Mapped[int | None] = mapped_column(Integer)
+    ended_at: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ix_openai_batches_key_id", "key_id", "id"),
+        # The finalizer's work queue: batches whose files are not written yet.
+        Index(
+            "ix_openai_batches_open",
+            "id",
+            sqlite_where=text("ended_at IS NULL"),
+            postgresql_where=text("ended_at IS NULL"),
+        ),
+    )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from offpeak.errors import InvalidInput
 
@@ -42,6 +44,15 @@ class ObjectStore(ABC):
     @abstractmethod
     def put_stream(self, key: str, stream: BinaryIO) -> None:
         """Upload from an open binary stream without holding it in memory."""
+
+    @contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
+        """A file to write the object into: stored at ``key`` (as :meth:`put_file`
+        would) when the block ends without an error, not at all otherwise."""
+        with tempfile.NamedTemporaryFile("wb", prefix="offpeak-") as out:
+            yield cast(BinaryIO, out)
+            out.flush()
+            self.put_file(key, Path(out.name))
 
     @abstractmethod
     def get(self, key: str) -> bytes:

@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,7 +40,8 @@ class LocalStore(ObjectStore):
         return Path(tmp)
 
     def put(self, key: str, data: bytes) -> None:
-        os.replace(self._write_temp(key, lambda out: out.write(data)), self._path(key))
+        with self.writer(key) as out:
+            out.write(data)
 
     def create(self, key: str, data: bytes) -> None:
         tmp = self._write_temp(key, lambda out: out.write(data))
@@ -56,8 +58,23 @@ class LocalStore(ObjectStore):
             self.put_stream(key, source)
 
     def put_stream(self, key: str, stream: BinaryIO) -> None:
-        tmp = self._write_temp(key, lambda out: shutil.copyfileobj(stream, out, 1 << 20))
-        os.replace(tmp, self._path(key))
+        with self.writer(key) as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+
+    @contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
+        # Written beside its key, it becomes the object by a rename: whole at once, and
+        # never copied.
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                yield out
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
     def get(self, key: str) -> bytes:
         with self.open(key) as stream:

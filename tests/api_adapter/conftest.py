@@ -20,6 +20,9 @@ from tests.utils.services import free_port, wait_for
 
 OFFPEAK = Path(sys.executable).with_name("offpeak")
 MAX_BODY_BYTES = 256 * 1024
+MAX_DATASET_BYTES = 512 * 1024
+OPENAI_MAX_FILE_BYTES = 1024 * 1024
+OPENAI_MAX_BATCH_LINES = 50
 
 
 @dataclass
@@ -73,13 +76,17 @@ def stack_env(stack: str, data_dir: Path, request: pytest.FixtureRequest) -> dic
         "OFFPEAK_DATA_DIR": str(data_dir),
         "OFFPEAK_SEAL_INTERVAL": "0.3",
         "OFFPEAK_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "OFFPEAK_MAX_DATASET_BYTES": str(MAX_DATASET_BYTES),
+        "OFFPEAK_OPENAI_MAX_FILE_BYTES": str(OPENAI_MAX_FILE_BYTES),
+        "OFFPEAK_OPENAI_MAX_BATCH_LINES": str(OPENAI_MAX_BATCH_LINES),
+        # Where `s3://` datasets are read from, whatever the object store is.
+        "OFFPEAK_S3_ENDPOINT_URL": request.getfixturevalue("s3_endpoint"),
     }
     if stack == "postgres-s3":
         env["OFFPEAK_DATABASE_URL"] = new_postgres_database(
             request.getfixturevalue("postgres_root")
         )
         env["OFFPEAK_STORAGE_URL"] = new_s3_url()
-        env["OFFPEAK_S3_ENDPOINT_URL"] = request.getfixturevalue("s3_endpoint")
     else:
         env["OFFPEAK_DATABASE_URL"] = f"sqlite:///{data_dir / 'offpeak.db'}"
     return env

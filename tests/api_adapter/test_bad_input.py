@@ -63,6 +63,13 @@ def test_unknown_model_is_422_listing_the_served_ones(api: httpx.Client) -> None
     assert "gpt-9" in detail["msg"] and MODEL in detail["msg"]
 
 
+def test_an_embeddings_model_is_refused_on_the_chat_route(api: httpx.Client) -> None:
+    response = _post(api, chat_body() | {"model": "all-minilm-l6-v2"})
+    assert response.status_code == 422
+    assert error_code(response) == "model_not_chat"
+    assert "/openai/v1/batches" in response.text
+
+
 @pytest.mark.parametrize("window", ["25", "0m", "73h", "1 day"])
 def test_bad_completion_window_is_422(api: httpx.Client, window: str) -> None:
     response = _post(api, chat_body(), completion_window=window)

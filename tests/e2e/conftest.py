@@ -48,6 +48,7 @@ def stack(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "PREFECT_API_URL": prefect_api,
         "OFFPEAK_DATA_DIR": str(data_dir),
         "OFFPEAK_SCHEDULER_INTERVAL": "3",
+        "OFFPEAK_SCHEDULER_POLICY": "immediate",
         "OFFPEAK_SEAL_INTERVAL": "0.3",
         "OFFPEAK_CHUNK_SIZE": str(CHUNK_SIZE),
     }

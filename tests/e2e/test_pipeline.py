@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from offpeak.schemas import RequestObject
+from offpeak.schemas import CarbonObject, RequestObject
 from offpeak.state.models import ApiKey, Job, Request
 from tests.e2e.conftest import CHUNK_SIZE, Stack
 from tests.utils import exxa_snippets as snippets
@@ -64,6 +64,9 @@ def test_requests_flow_through_the_deployments_to_jsonl(stack: Stack) -> None:
         assert done["status"] == "completed"
         counts = done["request_counts"]
         assert (counts["total"], counts["completed"], counts["failed"]) == (11, 10, 1)
+        # Published after its job's carbon was accounted (the replayed GB trace).
+        carbon = CarbonObject.model_validate(done["carbon"])
+        assert carbon.zone == "GB" and carbon.gco2e > 0 and carbon.baseline_gco2e > 0
         response = api.get(f"/v1/batches/{batch['id']}/results")
         assert response.status_code == 200
         lines = [RequestObject.model_validate_json(line) for line in response.text.splitlines()]
@@ -79,6 +82,8 @@ def test_requests_flow_through_the_deployments_to_jsonl(stack: Stack) -> None:
             usage = body["usage"]
             assert 0 < usage["completion_tokens"] <= 16
             assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        shares = [by_id[rid].carbon for rid in ids]
+        assert sum(share.gco2e for share in shares if share) == pytest.approx(carbon.gco2e)
         assert by_id[bad].status == "failed" and by_id[bad].result_body is None
         assert by_id[bad].error and by_id[bad].error.code == "context_length_exceeded"
 
@@ -89,6 +94,7 @@ def test_requests_flow_through_the_deployments_to_jsonl(stack: Stack) -> None:
         result = api.get(f"/v1/requests/{single}").json()
         assert result["result_body"]["choices"][0]["message"]["role"] == "assistant"
         assert result["batch_id"] is None
+        assert result["carbon"]["zone"] == "GB" and result["carbon"]["ran_at"] > 0
 
 
 def test_a_killed_inference_run_is_recovered_without_loss_or_duplicates(stack: Stack) -> None:

@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import pytest
 
 from offpeak.state.db import Database
 from offpeak.state.models import ApiKey
 from tests.utils.factories import new_key
+
+if TYPE_CHECKING:
+    from offpeak.engine.vllm_embed import EmbedEngine
+
+EMBED_MODEL = "all-minilm-l6-v2"  # real weights, shipped in a Python package
+
+
+@pytest.fixture(scope="session")
+def embed_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbedEngine]:
+    """One real vLLM embedding engine for the session, started as a job starts it: by
+    ``open_engine`` from the packaged models.yaml."""
+    pytest.importorskip("vllm", reason="needs vLLM (the cpu or gpu extra)")
+    from offpeak.config import PACKAGED_MODELS, load_settings
+    from offpeak.engine.vllm_embed import EmbedEngine
+    from offpeak.inference import open_engine
+    from offpeak.registry import ModelRegistry
+
+    settings = load_settings(data_dir=tmp_path_factory.mktemp("embed-data"))
+    engine = open_engine(settings, ModelRegistry.load(PACKAGED_MODELS), EMBED_MODEL)
+    assert isinstance(engine, EmbedEngine)
+    with engine:
+        yield engine
 
 
 @pytest.fixture

@@ -56,6 +56,7 @@ def test_a_finished_job_records_its_footprint_and_each_requests_share(db: Databa
 
     key = new_key(db)[0]
     start = now() - 7200
+    start -= start % 3600  # the run stays within one clock hour
     rows = [new_request_row(key.id, request_create(f"p{i}"), start - 3600) for i in range(2)]
     insert_requests(db, rows)
     job = Job(

@@ -22,7 +22,7 @@ from offpeak.publish import publish_ready
 from offpeak.registry import ModelRegistry
 from offpeak.schemas import BatchCreate, Status
 from offpeak.state import jobs as state
-from offpeak.state.batches import create_batch, get_batch
+from offpeak.state.batches import create_batch, get_batch, ready_to_publish
 from offpeak.state.db import Database
 from offpeak.state.keys import create_key
 from offpeak.state.models import ApiKey, Job, Request
@@ -214,6 +214,29 @@ def test_publish_writes_one_jsonl_per_finished_batch(
     finished = get_batch(db, funded.id, batch.id)
     assert finished.status == "completed" and finished.results_key == published[batch.id].key
     assert publish_ready(db, store) == []  # published once
+
+
+def test_a_batch_publishes_once_its_job_is_accounted(
+    db: Database,
+    store: ObjectStore,
+    registry: ModelRegistry,
+    job_settings: Settings,
+    funded: ApiKey,
+) -> None:
+    # Its requests have all ended before the job's carbon is accounted: publishing
+    # then would leave the lines without their footprint.
+    ids = submit(db, store, funded.id, ["x 1", "x 2"])
+    batch = create_batch(db, funded.id, BatchCreate(requests_ids=ids), now())
+    job = open_one(db, store, registry)
+    ready_while_accounting: list[list[str]] = []
+
+    def account(job_id: str) -> None:
+        assert {r.status for r in (get_request(db, funded.id, i) for i in ids)} == {"completed"}
+        ready_while_accounting.append([b.id for b in ready_to_publish(db)])
+
+    JobRunner(db, store, registry, job_settings, FakeEngine, account=account).run(job.id)
+    assert ready_while_accounting == [[]]
+    assert [b.id for b in ready_to_publish(db)] == [batch.id]
 
 
 def test_overdue_requests_expire_uncharged(

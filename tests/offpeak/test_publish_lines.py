@@ -8,7 +8,11 @@ state a batch can hold when it is published.
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
+from collections.abc import Generator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +20,15 @@ import pytest
 from sqlalchemy import update
 
 from offpeak import publish
+from offpeak.carbon import ReplayProvider
 from offpeak.clock import now
-from offpeak.config import Settings, load_settings
+from offpeak.config import PACKAGED_POOLS, Settings, load_settings
+from offpeak.errors import ObjectNotFound
+from offpeak.footprint import record_job_footprint
 from offpeak.inference import JobRunner
 from offpeak.ingest import seal_all
 from offpeak.jobs import open_job, pending_groups
+from offpeak.pools import load_pools
 from offpeak.publish import publish_batch
 from offpeak.registry import ModelRegistry
 from offpeak.schemas import BatchCreate, RequestObject, Status
@@ -91,7 +99,15 @@ def test_every_line_is_the_request_object(
     job = open_job(db, store, group, max_requests=1000, deployment="test", at=now())
     assert job is not None
     cancel_request(db, funded.id, ids["cancelled_in_job"], now())
-    JobRunner(db, store, registry, job_settings, FakeEngine).run(job.id)
+    pools = load_pools(PACKAGED_POOLS)
+    JobRunner(
+        db,
+        store,
+        registry,
+        job_settings,
+        FakeEngine,
+        account=lambda job_id: record_job_footprint(db, ReplayProvider(), pools, job_id),
+    ).run(job.id)
     # Accepted after the job started: still registered, its body still in the database,
     # stored with line breaks between tokens (valid JSON, not one line).
     ids["unsealed"] = add(db, funded.id, "not sealed yet")
@@ -109,6 +125,8 @@ def test_every_line_is_the_request_object(
     assert objects == expected
     assert all(list(obj) == list(RequestObject.model_fields) for obj in objects)
     by_id = {obj["id"]: obj for obj in objects}
+    assert by_id[ids["plain"]]["carbon"]["zone"] == "GB"  # accounted: its share
+    assert by_id[ids["failed"]]["carbon"] is None
     assert {name: by_id[rid]["status"] for name, rid in ids.items()} == {
         name: "failed"
         if name == "failed"
@@ -149,3 +167,56 @@ def test_lines_span_pages_and_a_batch_of_failures_fails(
     assert [obj["id"] for obj in objects] == sorted(ids)
     assert objects[0]["error"] == {"code": "expired", "message": ""}
     assert published.status == Status.FAILED and published.lines == len(ids)
+
+
+def test_a_publish_that_fails_leaves_no_file_and_the_batch_open(
+    db: Database, store: ObjectStore, funded: ApiKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(publish, "PAGE", 2)
+    rows = [
+        new_request_row(funded.id, request_create(f"r {i}", model=MODEL), now()) for i in range(6)
+    ]
+    insert_requests(db, rows)
+    seal_all(db, store, 3)  # two segments: the second is lost below
+    with db.session() as session:
+        session.execute(
+            update(Request)
+            .where(Request.key_id == funded.id)
+            .values(status="failed", error_code="expired", ended_at=now())
+        )
+        segment = session.get(Request, rows[-1]["id"]).segment  # type: ignore[union-attr]
+    store.delete(str(segment))
+    batch = create_batch(db, funded.id, BatchCreate(requests_ids=[r["id"] for r in rows]), now())
+
+    with pytest.raises(ObjectNotFound):
+        publish_batch(db, store, batch)
+
+    assert not store.exists(publish.results_key(batch))
+    with db.session() as session:
+        still = session.get(Batch, batch.id)
+    assert still is not None and still.status == batch.status and still.results_key is None
+
+
+def test_pages_read_ahead_pass_on_errors_and_stop_with_their_reader() -> None:
+    def failing() -> Generator[int, None, None]:
+        yield 1
+        raise ValueError("database gone")
+
+    read = []
+    with pytest.raises(ValueError, match="database gone"):
+        for item in publish._ahead(failing):
+            read.append(item)
+    assert read == [1]
+
+    made = []
+
+    def endless() -> Generator[int, None, None]:
+        for number in itertools.count():
+            made.append(number)
+            yield number
+
+    threads = threading.active_count()
+    with closing(publish._ahead(endless, depth=2)) as items:
+        assert next(items) == 0
+    assert threading.active_count() == threads  # the reading thread has ended
+    assert len(made) <= 5  # read ahead a page or two, no more

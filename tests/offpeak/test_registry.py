@@ -56,3 +56,25 @@ def test_stand_ins_resolve_to_their_engine_model() -> None:
     assert registry.engine_model("llama-3.1-70b-instruct-fp16") == "tiny-chat"
     assert registry.engine_model("tiny-chat") == "tiny-chat"
     assert "llama-3.1-8b-instruct-fp16" in registry.served_by("tiny-chat")
+
+
+def test_the_default_registry_serves_an_embedding_model() -> None:
+    spec = ModelRegistry.load(PACKAGED_MODELS).get("all-minilm-l6-v2")
+    assert spec.kind == "embed"
+    assert spec.max_completion_tokens == 0 and spec.price_output_per_1m == 0
+    assert spec.cost_usd(1_000_000, 0) == spec.price_input_per_1m
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("kind: chat\n    weights: w\n", "max_completion_tokens >= 1"),
+        ("kind: embed\n    weights: w\n    max_completion_tokens: 16\n", "completes nothing"),
+    ],
+)
+def test_completion_limits_must_fit_the_kind(tmp_path: Path, entry: str, problem: str) -> None:
+    path = tmp_path / "models.yaml"
+    prices = "    context_length: 256\n    price_input_per_1m: 1\n    price_output_per_1m: 0\n"
+    path.write_text(f"models:\n  m:\n    {entry}{prices}")
+    with pytest.raises(ConfigError, match=problem):
+        ModelRegistry.load(path)

@@ -93,6 +93,27 @@ def test_put_stream_uploads_from_an_open_stream(store: ObjectStore) -> None:
     assert store.get("datasets/lines.txt") == data
 
 
+def test_writer_stores_what_was_written_once_the_block_ends(store: ObjectStore) -> None:
+    store.put("results/r.jsonl", b"old\n")
+    with store.writer("results/r.jsonl") as out:
+        for i in range(BIG // 1000):
+            out.write(b"%0999d\n" % i)
+        assert store.get("results/r.jsonl") == b"old\n"  # replaced only at the end
+    data = store.get("results/r.jsonl")
+    assert len(data) == BIG // 1000 * 1000 and data.startswith(b"0" * 999 + b"\n")
+    assert list(store.list()) == ["results/r.jsonl"]  # no temporary file left
+
+
+def test_writer_stores_nothing_when_the_block_fails(store: ObjectStore) -> None:
+    with pytest.raises(RuntimeError, match="half way"), store.writer("results/r.jsonl") as out:
+        out.write(b"partial\n")
+        raise RuntimeError("half way")
+    assert not store.exists("results/r.jsonl")
+    assert list(store.list()) == []
+    if isinstance(store, LocalStore):  # nor a temporary file (list() skips those)
+        assert [p for p in store.root.rglob("*") if p.is_file()] == []
+
+
 @pytest.mark.parametrize("key", ["../escape", "a/../../b", "/abs/path", "", "a//b", "./a", "a/.."])
 def test_keys_that_could_escape_the_root_are_refused(store: ObjectStore, key: str) -> None:
     with pytest.raises(InvalidInput, match="invalid object key"):

@@ -1,0 +1,258 @@
+"""The OpenAI Batch API under /openai/v1: files and batches, for the official SDK.
+
+An OpenAI batch is one of our batches: its lines are requests that the EXXA routes
+show too (`metadata.custom_id` holds each line's custom_id). Errors come in OpenAI's
+shape (see api_adapter/errors.py).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from api_adapter.deps import KeyDep, Services, ServicesDep
+from offpeak.clock import now
+from offpeak.errors import Conflict, InvalidInput
+from offpeak.ids import new_id
+from offpeak.openai_input import LineChecker, ingest_file
+from offpeak.openai_output import file_key, write_files
+from offpeak.openai_views import file_object, openai_batch_object
+from offpeak.schemas import (
+    FileDeleted,
+    FileList,
+    FileObject,
+    OpenAIBatchCreate,
+    OpenAIBatchList,
+    OpenAIBatchObject,
+    window_seconds,
+)
+from offpeak.state import batches as exxa
+from offpeak.state import openai as state
+from offpeak.state.keys import require_balance
+from offpeak.state.models import Batch, OpenAIBatch, OpenAIFile
+
+PREFIX = "/openai/v1"
+FILES_PATH = f"{PREFIX}/files"
+router = APIRouter(prefix=PREFIX, tags=["openai"])
+
+
+# --- files -----------------------------------------------------------------------------
+
+
+def _size(upload: UploadFile) -> int:
+    if upload.size is not None:
+        return upload.size
+    upload.file.seek(0, 2)
+    size = upload.file.tell()
+    upload.file.seek(0)
+    return size
+
+
+@router.post("/files", response_model=FileObject)
+async def upload_file(
+    key: KeyDep,
+    services: ServicesDep,
+    file: Annotated[UploadFile, File(description="The JSONL file, one request per line.")],
+    purpose: Annotated[str, Form(description="Must be `batch`.")],
+) -> FileObject:
+    """Upload a batch input file (streamed to object storage; lines are checked when a
+    batch is created from it)."""
+    if purpose != "batch":
+        raise InvalidInput(
+            f"purpose {purpose!r} is not supported here; upload batch input files "
+            "with purpose 'batch'",
+            code="invalid_purpose",
+        )
+    size, limit = _size(file), services.settings.openai_max_file_bytes
+    if size > limit:
+        raise HTTPException(
+            413, f"the file has {size} bytes; files may have at most {limit} bytes: split it"
+        )
+    if size == 0:
+        raise InvalidInput("the file is empty", code="empty_file")
+    row = OpenAIFile(
+        id=new_id(),
+        key_id=key.id,
+        purpose="batch",
+        filename=file.filename or "upload.jsonl",
+        bytes=size,
+        created_at=now(),
+    )
+    row.storage_key = file_key(key.id, row.id)
+    await file.seek(0)
+    await run_in_threadpool(services.store.put_stream, row.storage_key, file.file)
+    await run_in_threadpool(state.add_file, services.db, row)
+    return file_object(row)
+
+
+@router.get("/files", response_model=FileList)
+def list_files(
+    key: KeyDep,
+    services: ServicesDep,
+    after: Annotated[str | None, Query(description="List after this file id.")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Files per page.")] = 10_000,
+    order: Annotated[Literal["asc", "desc"], Query(description="By creation time.")] = "desc",
+    purpose: Annotated[str | None, Query(description="Only files of this purpose.")] = None,
+) -> FileList:
+    """Your files, newest first unless `order=asc`."""
+    rows = state.list_files(
+        services.db, key.id, limit=limit + 1, after=after, order=order, purpose=purpose
+    )
+    page = rows[:limit]
+    return FileList(
+        data=[file_object(r) for r in page],
+        first_id=page[0].id if page else None,
+        last_id=page[-1].id if page else None,
+        has_more=len(rows) > limit,
+    )
+
+
+@router.get("/files/{file_id}", response_model=FileObject)
+def get_file(file_id: str, key: KeyDep, services: ServicesDep) -> FileObject:
+    """One file's metadata."""
+    return file_object(state.get_file(services.db, key.id, file_id))
+
+
+@router.delete("/files/{file_id}", response_model=FileDeleted)
+def delete_file(file_id: str, key: KeyDep, services: ServicesDep) -> FileDeleted:
+    """Delete a file (batches created from it keep their requests)."""
+    row = state.delete_file(services.db, key.id, file_id)
+    services.store.delete(row.storage_key)
+    return FileDeleted(id=row.id)
+
+
+@router.get("/files/{file_id}/content", response_class=StreamingResponse)
+def get_file_content(file_id: str, key: KeyDep, services: ServicesDep) -> StreamingResponse:
+    """A file's bytes: an input file as uploaded, or a batch's output or error JSONL."""
+    row = state.get_file(services.db, key.id, file_id)
+    stream = services.store.open(row.storage_key)
+    return StreamingResponse(
+        iter(lambda: stream.read(1 << 16), b""),
+        media_type="application/octet-stream",
+        headers={"Content-Length": str(row.bytes)},
+        background=BackgroundTask(stream.close),
+    )
+
+
+# --- batches ---------------------------------------------------------------------------
+
+
+def _objects(services: Services, rows: list[tuple[Batch, OpenAIBatch]]) -> list[OpenAIBatchObject]:
+    """The batches as OpenAI objects; those whose requests have all ended get their
+    output files first (usually the scheduler's publishing did that already)."""
+    counts = state.tallies(services.db, [b.id for b, _ in rows])
+    objects = []
+    for batch, extra in rows:
+        tally = counts[batch.id]
+        if extra.ended_at is None and tally.total and tally.pending == 0:
+            write_files(services.db, services.store, batch, extra, tally)
+            batch, extra = state.get_batch(services.db, batch.key_id, batch.id)
+        objects.append(openai_batch_object(batch, extra, tally))
+    return objects
+
+
+@router.post("/batches", response_model=OpenAIBatchObject)
+def create_batch(
+    create: OpenAIBatchCreate, key: KeyDep, services: ServicesDep
+) -> OpenAIBatchObject:
+    """Create a batch from an uploaded file. Every line is checked first: a 400 lists
+    each problem with its line number, and then nothing is created."""
+    require_balance(key, services.settings.min_balance_usd)
+    source = state.get_file(services.db, key.id, create.input_file_id)
+    if source.purpose != "batch":
+        raise InvalidInput(
+            f"file {source.id} has purpose {source.purpose!r}; a batch reads a file "
+            "uploaded with purpose 'batch'",
+            code="invalid_input_file",
+        )
+    settings = services.settings
+    checker = LineChecker(
+        create.endpoint,
+        services.registry,
+        max_lines=settings.openai_max_batch_lines,
+        max_line_bytes=settings.max_body_bytes,
+    )
+    created_at = now()
+    expires_at = created_at + window_seconds(create.completion_window)
+    stream = services.store.open(source.storage_key)
+    try:
+        ingested = ingest_file(
+            services.store,
+            stream,
+            checker,
+            key_id=key.id,
+            created_at=created_at,
+            expires_at=expires_at,
+        )
+    finally:
+        stream.close()
+    batch, extra = state.create_batch(
+        services.db,
+        state.NewBatch(
+            id=new_id(),
+            key_id=key.id,
+            input_file_id=source.id,
+            endpoint=create.endpoint,
+            model=ingested.model,
+            completion_window=create.completion_window,
+            metadata=create.metadata or {},
+            created_at=created_at,
+            expires_at=expires_at,
+            requests=ingested.requests,
+        ),
+    )
+    return openai_batch_object(batch, extra, state.Tally(total=len(ingested.requests)))
+
+
+@router.get("/batches", response_model=OpenAIBatchList)
+def list_batches(
+    key: KeyDep,
+    services: ServicesDep,
+    after: Annotated[str | None, Query(description="List after this batch id.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Batches per page.")] = 20,
+) -> OpenAIBatchList:
+    """Your OpenAI batches, newest first."""
+    rows = state.list_batches(services.db, key.id, limit=limit + 1, after=after)
+    page = _objects(services, rows[:limit])
+    return OpenAIBatchList(
+        data=page,
+        first_id=page[0].id if page else None,
+        last_id=page[-1].id if page else None,
+        has_more=len(rows) > limit,
+    )
+
+
+@router.get("/batches/{batch_id}", response_model=OpenAIBatchObject)
+def get_batch(batch_id: str, key: KeyDep, services: ServicesDep) -> OpenAIBatchObject:
+    """One batch: status, request counts, and its output and error files once ended."""
+    return _objects(services, [state.get_batch(services.db, key.id, batch_id)])[0]
+
+
+@router.post("/batches/{batch_id}/cancel", response_model=OpenAIBatchObject)
+def cancel_batch(batch_id: str, key: KeyDep, services: ServicesDep) -> OpenAIBatchObject:
+    """Cancel a batch: requests not yet run are cancelled, finished results are kept in
+    its output file; it is `cancelling` until that file is written."""
+    batch, extra = state.get_batch(services.db, key.id, batch_id)
+    tally = state.tallies(services.db, [batch_id])[batch_id]
+    if extra.cancelling_at is not None:
+        return _objects(services, [(batch, extra)])[0]
+    if extra.ended_at is not None or tally.pending == 0:
+        status = extra.status or "finalizing"
+        raise Conflict(
+            f"batch {batch_id} is {status}; only a batch in progress can be cancelled",
+            code="batch_not_cancellable",
+        )
+    at = now()
+    try:
+        exxa.cancel_batch(services.db, key.id, batch_id, at)
+    except Conflict:
+        if exxa.get_batch(services.db, key.id, batch_id).status != "cancelled":
+            raise
+        # Cancelled through the EXXA route meanwhile: the same outcome.
+    state.mark_cancelling(services.db, batch_id, at)
+    batch, extra = state.get_batch(services.db, key.id, batch_id)
+    return openai_batch_object(batch, extra, state.tallies(services.db, [batch_id])[batch_id])
