@@ -27,7 +27,7 @@ from offpeak.engine.embeddings import (
     pooling_dimensions,
 )
 from offpeak.engine.sampling import INVALID_REQUEST
-from offpeak.engine.vllm_engine import start_llm
+from offpeak.engine.vllm_engine import start_llm, stop_llm
 from offpeak.errors import EngineRequestError
 from offpeak.schemas import EmbeddingRequest, ErrorInfo
 
@@ -108,13 +108,8 @@ class EmbedEngine:
     def close(self) -> None:
         """Stop the engine and release its memory; the engine cannot run after this."""
         llm, self._llm = self._llm, None
-        if llm is None:
-            return
-        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
-        llm.llm_engine.engine_core.shutdown()
-        del llm
-        cleanup_dist_env_and_memory()
+        if llm is not None:
+            stop_llm(llm)
 
     # --- one request ------------------------------------------------------------------
 

@@ -113,13 +113,8 @@ class ChatEngine:
     def close(self) -> None:
         """Stop the engine and release its memory; the engine cannot run after this."""
         llm, self._llm = self._llm, None
-        if llm is None:
-            return
-        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
-        llm.llm_engine.engine_core.shutdown()
-        del llm
-        cleanup_dist_env_and_memory()
+        if llm is not None:
+            stop_llm(llm)
 
     # --- one request ------------------------------------------------------------------
 
@@ -177,6 +172,15 @@ def start_llm(weights: str, engine_args: Mapping[str, Any]) -> Any:
     from vllm import LLM
 
     return LLM(model=weights, **engine_args)
+
+
+def stop_llm(llm: Any) -> None:
+    """Shut a vLLM ``LLM`` down and release what it holds."""
+    from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    cleanup_dist_env_and_memory()
 
 
 def _sampling_params(kwargs: dict[str, Any]) -> Any:

