@@ -9,8 +9,6 @@ from typing import Any, cast
 from uuid import UUID
 
 import numpy as np
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
@@ -27,7 +25,7 @@ from offpeak.policy import POLICIES, Launch, Tick
 from offpeak.pools import PoolSpec, load_pools, pool_of_deployment
 from offpeak.state import jobs as state
 from offpeak.state.models import Job
-from tasks.retry import RETRIES, RETRY_DELAYS, transient
+from tasks.retry import retried_task
 from tasks.runtime import runtime
 
 # A run in one of these states is over; if its job is not completed, the run stopped
@@ -36,24 +34,14 @@ ENDED_RUN = {StateType.CRASHED, StateType.FAILED, StateType.CANCELLED, StateType
 MAX_FORECAST_HOURS = 73  # the longest completion window (72 h) and the current hour
 
 
-@task(
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=transient,
-)
+@retried_task
 def seal_leftovers() -> int:
     """Seal requests a crashed API process left unsealed."""
     rt = runtime()
     return sum(r.rows for r in seal_all(rt.db, rt.store, rt.settings.seal_rows))
 
 
-@task(
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=transient,
-)
+@retried_task
 def expire_overdue() -> int:
     """Fail requests whose completion window ended before they could run."""
     return state.expire_overdue(runtime().db, now())
@@ -90,12 +78,7 @@ def _busy(db_jobs: list[Job], specs: dict[str, PoolSpec]) -> dict[str, list[int]
     return busy
 
 
-@task(
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=transient,
-)
+@retried_task
 def plan_launches() -> Planned:
     """Ask the launch policy what to start now, and where."""
     rt = runtime()
@@ -124,12 +107,7 @@ def plan_launches() -> Planned:
     return Planned(decision.launches, report)
 
 
-@task(
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=transient,
-)
+@retried_task
 def open_launch(launch: Launch) -> str | None:
     """Write a job's manifest and claim its requests; the job id, or None if none left."""
     rt = runtime()
@@ -145,12 +123,7 @@ def open_launch(launch: Launch) -> str | None:
     return job.id if job else None
 
 
-@task(
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=transient,
-)
+@retried_task
 def launch_job(job_id: str) -> str:
     """Start the job's inference flow run on its deployment, without waiting for it."""
     db = runtime().db
@@ -189,12 +162,7 @@ def _run_state(job: Job) -> StateType | None:
     return run.state.type if run.state else None
 
 
-@task(
-    cache_policy=NO_CACHE,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=transient,
-)
+@retried_task
 def recover_jobs() -> dict[str, list[str]]:
     """Launch jobs never launched; relaunch jobs whose run crashed or failed (restarts
     skip finished chunks); after the last attempt, fail what they still hold."""

@@ -27,7 +27,7 @@ from offpeak.engine.embeddings import (
     pooling_dimensions,
 )
 from offpeak.engine.sampling import INVALID_REQUEST
-from offpeak.engine.vllm_engine import start_llm, stop_llm
+from offpeak.engine.vllm_engine import run_in_order, start_llm, stop_llm
 from offpeak.errors import EngineRequestError
 from offpeak.schemas import EmbeddingRequest, ErrorInfo
 
@@ -91,19 +91,11 @@ class EmbedEngine:
         """Run ``requests`` as one batch; one result per request, in input order."""
         if self._llm is None:
             raise RuntimeError("the engine is closed")
-        results: list[EngineResult | None] = [None] * len(requests)
-        ready: list[_Ready] = []
-        for index, request in enumerate(requests):
-            item = self._prepare(index, request)
-            if isinstance(item, EngineResult):
-                results[index] = item
-            else:
-                ready.append(item)
+        return run_in_order(requests, self._prepare, self._embed_all)
+
+    def _embed_all(self, ready: list[_Ready]) -> Iterator[tuple[_Ready, EngineResult]]:
         for group in _calls(ready, MAX_INPUTS_PER_CALL):
-            for item, result in self._embed(group):
-                results[item.index] = result
-        assert all(r is not None for r in results)
-        return [r for r in results if r is not None]
+            yield from self._embed(group)
 
     def close(self) -> None:
         """Stop the engine and release its memory; the engine cannot run after this."""

@@ -14,10 +14,10 @@ vLLM is imported here only, when an engine starts.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from offpeak.clock import now
 from offpeak.engine import EngineRequest, EngineResult
@@ -97,18 +97,7 @@ class ChatEngine:
         """Run ``requests`` as one batch; one result per request, in input order."""
         if self._llm is None:
             raise RuntimeError("the engine is closed")
-        results: list[EngineResult | None] = [None] * len(requests)
-        ready: list[_Ready] = []
-        for index, request in enumerate(requests):
-            item = self._prepare(index, request)
-            if isinstance(item, EngineResult):
-                results[index] = item
-            else:
-                ready.append(item)
-        for item, result in self._generate(ready):
-            results[item.index] = result
-        assert all(r is not None for r in results)
-        return [r for r in results if r is not None]
+        return run_in_order(requests, self._prepare, self._generate)
 
     def close(self) -> None:
         """Stop the engine and release its memory; the engine cannot run after this."""
@@ -172,6 +161,38 @@ def start_llm(weights: str, engine_args: Mapping[str, Any]) -> Any:
     from vllm import LLM
 
     return LLM(model=weights, **engine_args)
+
+
+class Prepared(Protocol):
+    """A request that passed an engine's checks."""
+
+    @property
+    def index(self) -> int:  # position in the run's input
+        ...
+
+
+P = TypeVar("P", bound=Prepared)
+
+
+def run_in_order(
+    requests: Sequence[EngineRequest],
+    prepare: Callable[[int, EngineRequest], P | EngineResult],
+    execute: Callable[[list[P]], Iterable[tuple[P, EngineResult]]],
+) -> list[EngineResult]:
+    """One result per request, in input order: ``prepare`` checks each (a result of its
+    own when it cannot run), ``execute`` runs the ones that passed."""
+    results: list[EngineResult | None] = [None] * len(requests)
+    ready: list[P] = []
+    for index, request in enumerate(requests):
+        item = prepare(index, request)
+        if isinstance(item, EngineResult):
+            results[index] = item
+        else:
+            ready.append(item)
+    for item, result in execute(ready):
+        results[item.index] = result
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]
 
 
 def stop_llm(llm: Any) -> None:
