@@ -6,6 +6,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
@@ -17,6 +18,7 @@ from offpeak.storage import LocalStore, ObjectStore, S3Store
 from tests.utils.services import PrefectServer, moto_server, postgres_server
 
 _prefect: PrefectServer | None = None
+_services = ExitStack()  # what the session started outside fixtures
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -25,12 +27,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     global _prefect
     needed = any("prefect_api" in getattr(item, "fixturenames", ()) for item in session.items)
     if needed and not os.environ.get("OFFPEAK_TEST_PREFECT_API_URL"):
-        _prefect = PrefectServer(PREFECT_HOME)
+        # On its own PostgreSQL: on SQLite, Prefect 3.7's server under the e2e load can
+        # hold its database locked for minutes and stall every flow run.
+        database = _services.enter_context(postgres_server())
+        _prefect = PrefectServer(PREFECT_HOME, new_postgres_database(database))
 
 
 def pytest_sessionfinish() -> None:
     if _prefect is not None:
         _prefect.stop()
+    _services.close()
 
 
 @pytest.fixture(scope="session")

@@ -102,7 +102,8 @@ def postgres_server() -> Iterator[str]:
 class PrefectServer:
     """A Prefect server started in the background for the whole test run."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, database_url: str) -> None:
+        """``database_url``: the SQLAlchemy URL of an empty PostgreSQL database."""
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.log = home / "server.log"
@@ -111,6 +112,9 @@ class PrefectServer:
             "PREFECT_HOME": str(home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_API_URL": self.api_url,
+            "PREFECT_API_DATABASE_CONNECTION_URL": database_url.replace(
+                "postgresql+psycopg://", "postgresql+asyncpg://"
+            ),
         }
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
