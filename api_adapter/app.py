@@ -13,9 +13,9 @@ from api_adapter.deps import Services
 from api_adapter.limits import BodyLimits
 from api_adapter.routes import batches, datasets, meta, openai, requests
 from offpeak import __version__
+from offpeak.catalog.models import ModelRegistry
 from offpeak.config import Settings, get_settings
-from offpeak.ingest import SealWriter
-from offpeak.registry import ModelRegistry
+from offpeak.ingest.sealing import SealWriter
 from offpeak.state.committer import GroupCommitter
 from offpeak.state.db import Database
 from offpeak.storage import open_store

@@ -11,9 +11,9 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from offpeak.catalog.models import ModelRegistry
 from offpeak.config import Settings
-from offpeak.ingest import SealWriter
-from offpeak.registry import ModelRegistry
+from offpeak.ingest.sealing import SealWriter
 from offpeak.state import keys
 from offpeak.state.committer import GroupCommitter
 from offpeak.state.db import Database

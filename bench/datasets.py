@@ -4,7 +4,7 @@ One run generates a Parquet dataset of N prompts (id + text; the texts are 200-9
 characters of varied words, like reviews or tickets to summarise), then times, each in
 its own fresh subprocess so imports and memory are clean, taking turns for a few rounds:
 
-(a) offpeak's dataset ingestion (`offpeak.datasets.ingest_dataset`): both passes over
+(a) offpeak's dataset ingestion (`offpeak.ingest.datasets.ingest_dataset`): both passes over
     the file, request bodies built, Parquet segments written to a local folder store,
     every row registered in a fresh SQLite state database, one batch;
 (b) polars reading the same file and writing it back as Parquet (zstd).
@@ -81,7 +81,7 @@ def _cpu_seconds() -> float:
 def run_ingest(path: Path) -> dict[str, float]:
     """(a), in this process: fresh SQLite + folder store in a temporary folder."""
     from offpeak.config import Settings
-    from offpeak.datasets import DatasetFile, ingest_dataset
+    from offpeak.ingest.datasets import DatasetFile, ingest_dataset
     from offpeak.schemas import DatasetMapping
     from offpeak.state.db import Database
     from offpeak.state.keys import create_key

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offpeak.chunks import chunk_key, encode_results, outcomes, read_results, result_rows
+from offpeak.catalog.models import ModelRegistry
 from offpeak.clock import now
 from offpeak.config import PACKAGED_MODELS, Settings, load_settings
 from offpeak.engine import EngineResult
@@ -52,11 +52,13 @@ from offpeak.engine.results import Choice, chat_completion
 from offpeak.engine.tiny import CORPUS, ensure_tiny
 from offpeak.engine.vllm_engine import ENGINE_DEFAULTS, ENV_DEFAULTS
 from offpeak.engine.weights import BUILTIN
-from offpeak.inference import Engine, JobRunner, open_engine, split
-from offpeak.ingest import seal_all
-from offpeak.jobs import open_job, pending_groups, read_manifest
-from offpeak.publish import publish_batch, results_key
-from offpeak.registry import ModelRegistry
+from offpeak.ingest.sealing import seal_all
+from offpeak.plan.pending import pending_groups
+from offpeak.publish.exxa_jsonl import publish_batch, results_key
+from offpeak.publish.objects import request_objects
+from offpeak.run.chunk_files import chunk_key, encode_results, outcomes, read_results, result_rows
+from offpeak.run.launch import open_job, read_manifest
+from offpeak.run.runner import Engine, JobRunner, open_engine, split
 from offpeak.schemas import BatchCreate, ErrorInfo, RequestCreate
 from offpeak.state.batches import create_batch
 from offpeak.state.db import Database
@@ -65,7 +67,6 @@ from offpeak.state.keys import create_key
 from offpeak.state.models import Batch
 from offpeak.state.requests import insert_requests, list_requests, new_request_row
 from offpeak.storage import LocalStore
-from offpeak.views import request_objects
 
 MODEL = "tiny-chat"
 TEMPERATURE = 0.7

@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from offpeak.config import Settings
-from offpeak.ingest import seal_all
+from offpeak.ingest.sealing import seal_all
+from offpeak.ingest.segments import read_segment
 from offpeak.schemas import RequestCreate
-from offpeak.segments import read_segment
 from offpeak.state.db import Database
 from offpeak.state.keys import create_key
 from offpeak.state.requests import insert_requests, new_request_row

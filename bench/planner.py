@@ -1,7 +1,7 @@
 """Planner benchmark: carbon savings on real 2022 grid data, and the time of one tick.
 
 On the seven traces shipped with offpeak, one run replays the same seeded year of jobs
-(24 h deadlines) with each policy of `offpeak.simulate`, first one pool per trace
+(24 h deadlines) with each policy of `offpeak.plan.simulate`, first one pool per trace
 (capacity unlimited), then all seven pools together with finite capacity, for each
 forecast mode (perfect, noisy:0.05, persistence). `immediate` and `optimal` do not
 depend on the forecast; `optimal` is exact (per-job minimum without capacity, HiGHS
@@ -31,8 +31,8 @@ from datetime import UTC, datetime
 import numpy as np
 
 from offpeak.carbon.traces import Trace, load_trace, shipped_traces
-from offpeak.planner import Pool, Work, WorkGroup, plan
-from offpeak.simulate import (
+from offpeak.plan.planner import Pool, Work, WorkGroup, plan
+from offpeak.plan.simulate import (
     Forecaster,
     Outcome,
     run_immediate,

@@ -39,7 +39,7 @@ def main() -> None:
 
 
 def _add_client_commands() -> None:
-    from offpeak.cli_client import COMMANDS
+    from offpeak.client.commands import COMMANDS
 
     for command in COMMANDS:
         main.add_command(command)
@@ -192,7 +192,7 @@ def db_upgrade() -> None:
 @main.command()
 def seal() -> None:
     """Seal every accepted request still waiting into Parquet segments."""
-    from offpeak.ingest import seal_all
+    from offpeak.ingest.sealing import seal_all
     from offpeak.storage import open_store
 
     settings = get_settings()
@@ -247,7 +247,7 @@ def simulate(
     plot: Path | None,
 ) -> None:
     """Replay a year of grid carbon intensity and compare launch policies."""
-    from offpeak import simulate as sim
+    from offpeak.plan import simulate as sim
     from offpeak.schemas import window_seconds
 
     try:

@@ -23,8 +23,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from offpeak.errors import ConfigError
 
-PACKAGED_MODELS = Path(__file__).parent / "defaults" / "models.yaml"
-PACKAGED_POOLS = Path(__file__).parent / "defaults" / "pools.yaml"
+PACKAGED_MODELS = Path(__file__).parent / "catalog" / "defaults" / "models.yaml"
+PACKAGED_POOLS = Path(__file__).parent / "catalog" / "defaults" / "pools.yaml"
 
 
 class Settings(BaseSettings):

@@ -10,11 +10,11 @@ from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from offpeak.accounting import JobCarbon
 from offpeak.carbon import open_provider
-from offpeak.footprint import record_job_footprint
-from offpeak.inference import JobRunner, open_engine
-from offpeak.pools import load_pools
+from offpeak.catalog.pools import load_pools
+from offpeak.run.accounting import JobCarbon
+from offpeak.run.footprint import record_job_footprint
+from offpeak.run.runner import JobRunner, open_engine
 from offpeak.state.jobs import get_job
 from tasks.runtime import runtime
 

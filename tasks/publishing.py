@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from offpeak.openai_output import finalize_ready
-from offpeak.publish import publish_ready
+from offpeak.publish.exxa_jsonl import publish_ready
+from offpeak.publish.openai_files import finalize_ready
 from tasks.retry import retried_task
 from tasks.runtime import runtime
 

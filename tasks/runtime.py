@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from offpeak.catalog.models import ModelRegistry
 from offpeak.config import Settings, get_settings
-from offpeak.registry import ModelRegistry
 from offpeak.state.db import Database
 from offpeak.storage import ObjectStore, open_store
 

@@ -15,14 +15,15 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
 from offpeak.carbon import open_provider
+from offpeak.catalog.pools import PoolSpec, load_pools, pool_of_deployment
 from offpeak.clock import now
 from offpeak.config import Settings
-from offpeak.ingest import seal_all
-from offpeak.jobs import open_job, pending_groups
-from offpeak.plan_report import plan_markdown
-from offpeak.planner import pools_from_specs
-from offpeak.policy import POLICIES, Launch, Tick
-from offpeak.pools import PoolSpec, load_pools, pool_of_deployment
+from offpeak.ingest.sealing import seal_all
+from offpeak.plan.pending import pending_groups
+from offpeak.plan.planner import pools_from_specs
+from offpeak.plan.policy import POLICIES, Launch, Tick
+from offpeak.plan.report import plan_markdown
+from offpeak.run.launch import open_job
 from offpeak.state import jobs as state
 from offpeak.state.models import Job
 from tasks.retry import retried_task

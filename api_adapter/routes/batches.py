@@ -12,13 +12,13 @@ from api_adapter.deps import KeyDep, ServicesDep
 from api_adapter.streaming import JSONL, PAGE, jsonl, paged
 from offpeak.clock import now
 from offpeak.errors import Conflict
-from offpeak.results_table import parquet_from_jsonl
+from offpeak.publish.objects import batch_object, status_object
+from offpeak.publish.parquet import parquet_from_jsonl
 from offpeak.schemas import BatchCreate, BatchObject, Status, StatusObject
 from offpeak.state import batches as state
 from offpeak.state.keys import require_balance
 from offpeak.state.models import Batch
 from offpeak.state.requests import cancel_request
-from offpeak.views import batch_object, status_object
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 PARQUET = "application/vnd.apache.parquet"

@@ -16,12 +16,12 @@ from starlette.exceptions import HTTPException
 
 from api_adapter.deps import KeyDep, ServicesDep
 from offpeak.clock import now
-from offpeak.datasets import DatasetFile, S3Access, format_of, ingest_dataset
 from offpeak.errors import DatasetError
+from offpeak.ingest.datasets import DatasetFile, S3Access, format_of, ingest_dataset
+from offpeak.publish.objects import batch_object
 from offpeak.schemas import BatchObject, DatasetFormat, DatasetMapping
 from offpeak.state import batches as state
 from offpeak.state.keys import require_balance
-from offpeak.views import batch_object
 
 PATH = "/v1/datasets"
 router = APIRouter(prefix=PATH, tags=["datasets"])

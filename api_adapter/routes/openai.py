@@ -18,9 +18,9 @@ from api_adapter.deps import KeyDep, Services, ServicesDep
 from offpeak.clock import now
 from offpeak.errors import Conflict, InvalidInput
 from offpeak.ids import new_id
-from offpeak.openai_input import LineChecker, ingest_file
-from offpeak.openai_output import file_key, write_files
-from offpeak.openai_views import file_object, openai_batch_object
+from offpeak.ingest.openai_files import LineChecker, ingest_file
+from offpeak.publish.openai_files import file_key, write_files
+from offpeak.publish.openai_objects import file_object, openai_batch_object
 from offpeak.schemas import (
     FileDeleted,
     FileList,

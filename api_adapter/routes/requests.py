@@ -18,10 +18,10 @@ from api_adapter.deps import (
 from api_adapter.streaming import PAGE, jsonl, paged
 from offpeak.clock import now
 from offpeak.errors import InvalidInput
+from offpeak.publish.objects import request_objects, status_object
 from offpeak.schemas import RequestCreate, RequestObject, Status, StatusObject
 from offpeak.state import requests as state
 from offpeak.state.keys import require_balance
-from offpeak.views import request_objects, status_object
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"])
 

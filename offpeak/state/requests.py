@@ -23,10 +23,10 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from offpeak.errors import Conflict, NotFound
 from offpeak.ids import new_id
+from offpeak.ingest.estimate import estimate_tokens
 from offpeak.schemas import RequestCreate, Status, window_seconds
 from offpeak.state.db import Database
 from offpeak.state.models import Request
-from offpeak.work import estimate_tokens
 
 CANCELLABLE = (Status.REGISTERED, Status.IN_PROGRESS)
 

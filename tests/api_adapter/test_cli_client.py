@@ -77,7 +77,7 @@ def test_errors_are_one_line_and_a_non_zero_exit(
 
 
 def test_the_readme_shows_every_data_team_command() -> None:
-    from offpeak.cli_client import COMMANDS
+    from offpeak.client.commands import COMMANDS
 
     text = README.read_text()
     for command in COMMANDS:

@@ -1,4 +1,4 @@
-"""offpeak.client against the live API: typed objects back, errors as ClientError."""
+"""offpeak.client.http against the live API: typed objects back, errors as ClientError."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import httpx
 import polars as pl
 import pytest
 
-from offpeak.client import OffpeakClient, _query, raise_for_error, results_format
+from offpeak.client.http import OffpeakClient, _query, raise_for_error, results_format
 from offpeak.errors import ApiUnreachable, ClientError, OffpeakError
 from offpeak.schemas import BatchObject, DatasetMapping, RequestObject, StatusObject
 from tests.api_adapter.conftest import LiveApi

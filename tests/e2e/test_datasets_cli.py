@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from offpeak.client import OffpeakClient
+from offpeak.client.http import OffpeakClient
 from tests.e2e.conftest import OFFPEAK, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

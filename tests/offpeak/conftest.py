@@ -22,10 +22,10 @@ def embed_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbedEngi
     """One real vLLM embedding engine for the session, started as a job starts it: by
     ``open_engine`` from the packaged models.yaml."""
     pytest.importorskip("vllm", reason="needs vLLM (the cpu or gpu extra)")
+    from offpeak.catalog.models import ModelRegistry
     from offpeak.config import PACKAGED_MODELS, load_settings
     from offpeak.engine.vllm_embed import EmbedEngine
-    from offpeak.inference import open_engine
-    from offpeak.registry import ModelRegistry
+    from offpeak.run.runner import open_engine
 
     settings = load_settings(data_dir=tmp_path_factory.mktemp("embed-data"))
     engine = open_engine(settings, ModelRegistry.load(PACKAGED_MODELS), EMBED_MODEL)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from offpeak.catalog.models import ModelRegistry
 from offpeak.config import PACKAGED_MODELS
 from offpeak.engine.weights import resolve_weights
 from offpeak.errors import ConfigError
-from offpeak.registry import ModelRegistry
 
 
 def test_packaged_weights_resolve_to_the_folder_inside_the_package(tmp_path: Path) -> None:

@@ -1,0 +1,7 @@
+"""`python -m offpeak.demo`."""
+
+import sys
+
+from offpeak.demo.run import main
+
+sys.exit(main())

@@ -1,0 +1,522 @@
+"""Replay a year of real grid carbon intensity with a seeded stream of GPU jobs, and
+compare launch policies on the very same arrivals.
+
+- ``immediate``: every job starts when it arrives, in the first pool with room (the
+  default pool, the first trace, unless it is full).
+- ``rolling_window``: the Carbon Aware SDK rule: on arrival, start at the minimum
+  rolling mean of the job's length within its window, on the forecast issued then;
+  one pool (the first trace).
+- ``offpeak``: the planner (`offpeak.plan.planner.plan`), ticking hourly, on forecasts only.
+- ``optimal``: the offline optimum with perfect knowledge: jobs x (pool, start hour)
+  with each pool's capacity per hour, solved with HiGHS (`scipy.optimize.milp`). When
+  the integer program does not finish in time, its LP relaxation is reported instead:
+  a lower bound on emissions (``Outcome.bound``).
+
+Time runs in whole hours from the traces' first hour; one pool per trace. Arrivals
+are a Poisson process conditioned on the job count: ``n`` hours drawn with weights 4 on
+workdays 08-18 UTC and 1 otherwise. Sizes are GPU-hours (lognormal, median 1 h, clipped
+to 0.25-8 h); every job runs on one GPU, so its size is its run time. A job holds one
+of its pool's ``capacity`` places for every hour it touches. Forecasts span 48 h:
+``perfect`` is the truth, ``noisy:E`` the truth plus N(0, E x the trace's mean) (one
+draw per hour, see `Forecaster`), ``persistence`` the last 24 h repeated. The
+forecast-driven policies see the very same forecasts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offpeak.carbon.traces import Trace, load_trace, shipped_traces
+from offpeak.errors import ConfigError, InvalidInput
+from offpeak.plan.planner import PlannerParams, Pool, Work, WorkGroup, plan, window_integral
+
+POLICIES = ("immediate", "rolling_window", "offpeak", "optimal")
+FORECAST_HOURS = 48
+WATTS, PUE = 700.0, 1.2  # one GPU per job: the same for every policy, so savings ignore it
+KWH_PER_HOUR = WATTS * PUE / 1000
+_FORECAST = re.compile(r"^(perfect|persistence|noisy:(\d+(?:\.\d+)?))$")
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    hour: np.ndarray  # arrival hour, sorted
+    size: np.ndarray  # GPU-hours, also hours of run time
+    deadline: np.ndarray  # hour by which each job must have finished
+
+    def __len__(self) -> int:
+        return len(self.hour)
+
+
+def make_arrivals(n: int, hours: int, deadline_h: float, start: datetime, seed: int) -> Arrivals:
+    """``n`` seeded jobs arriving in the first ``hours - deadline`` hours."""
+    rng = np.random.default_rng(seed)
+    last = hours - math.ceil(deadline_h) - 1
+    if n < 1 or last < 1:
+        raise InvalidInput("need at least one job and a trace longer than the deadline")
+    h = np.arange(last)
+    day = (start.weekday() + (start.hour + h) // 24) % 7
+    workday = (day < 5) & ((start.hour + h) % 24 >= 8) & ((start.hour + h) % 24 < 18)
+    weight = np.where(workday, 4.0, 1.0)
+    hour = np.sort(rng.choice(last, size=n, p=weight / weight.sum()))
+    size = np.clip(rng.lognormal(0.0, 0.8, n), 0.25, 8.0)
+    return Arrivals(hour, size, hour + float(deadline_h))
+
+
+def parse_forecast(spec: str) -> tuple[str, float]:
+    """``perfect``, ``persistence`` or ``noisy:E`` -> (mode, relative error)."""
+    match = _FORECAST.match(spec)
+    if not match:
+        raise InvalidInput(f"forecast {spec!r} is not perfect, persistence or noisy:E")
+    return ("noisy", float(match.group(2))) if match.group(2) else (spec, 0.0)
+
+
+class Forecaster:
+    """Forecasts for every pool at an hour, as the planner would receive them.
+
+    A noisy forecast's error for a given hour is drawn once: every forecast issued
+    before that hour carries the same error, so a policy that re-plans hourly sees the
+    same (wrong) picture as one that decides once, rather than many lucky draws."""
+
+    def __init__(self, truth: np.ndarray, spec: str, seed: int) -> None:
+        self.mode, self.error = parse_forecast(spec)
+        self.series = truth
+        if self.mode == "noisy":
+            rng = np.random.default_rng(seed)
+            scale = self.error * truth.mean(axis=1, keepdims=True)
+            self.series = np.maximum(truth + rng.normal(0.0, 1.0, truth.shape) * scale, 0.0)
+
+    def __call__(self, t: int, hours: int = FORECAST_HOURS) -> np.ndarray:
+        ahead = np.arange(hours)
+        idx = t - 24 + ahead % 24 if self.mode == "persistence" else t + ahead
+        return self.series.take(idx, axis=1, mode="wrap")
+
+
+@dataclass
+class Scenario:
+    """Traces (one pool each), arrivals and capacity: what every policy replays."""
+
+    zones: list[str]
+    truth: np.ndarray  # (pools, hours) gCO2e/kWh
+    start: datetime
+    jobs: Arrivals
+    capacity: int | None  # concurrent jobs per pool; None = unlimited
+
+    @property
+    def pools(self) -> list[Pool]:
+        places = self.capacity or len(self.jobs)
+        return [
+            Pool(f"{i}:{z}", f"sim-{z}", f"{i}:{z}", 1, WATTS, PUE, places, 0.0)
+            for i, z in enumerate(self.zones)
+        ]
+
+    def emissions(self, pool: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """gCO2e of every job run from ``start`` in ``pool``, on the true intensity."""
+        padded = np.concatenate([self.truth, self.truth], axis=1)
+        out = np.empty(len(start))
+        for p in range(len(self.zones)):
+            on = pool == p
+            out[on] = window_integral(padded[p], start[on], self.jobs.size[on])
+        return out * KWH_PER_HOUR
+
+
+@dataclass
+class Outcome:
+    """Where and when one policy ran every job, and what that emitted."""
+
+    policy: str
+    pool: np.ndarray
+    start: np.ndarray
+    gco2e: float
+    kwh: float
+    misses: int
+    bound: bool = False  # optimal only: an LP lower bound, not a schedule
+
+    @property
+    def mean_intensity(self) -> float:
+        return self.gco2e / self.kwh if self.kwh else 0.0
+
+
+def _outcome(policy: str, sc: Scenario, pool: np.ndarray, start: np.ndarray) -> Outcome:
+    gco2e = sc.emissions(pool, start)
+    misses = int((start + sc.jobs.size > sc.jobs.deadline + 1e-9).sum())
+    kwh = float(sc.jobs.size.sum() * KWH_PER_HOUR)
+    return Outcome(policy, pool, start.astype(np.float64), float(gco2e.sum()), kwh, misses)
+
+
+class _Ledger:
+    """Jobs per pool per hour, for the policies that place jobs one by one."""
+
+    def __init__(self, sc: Scenario) -> None:
+        self.limit = sc.capacity
+        pad = int(sc.jobs.size.max()) + 2 * FORECAST_HOURS
+        self.used = np.zeros((len(sc.zones), sc.truth.shape[1] + pad), dtype=np.int64)
+
+    def fits(self, p: int, s: int, size: float) -> bool:
+        return self.limit is None or bool(self.used[p, s : s + math.ceil(size)].max() < self.limit)
+
+    def take(self, p: int, s: int, size: float) -> None:
+        self.used[p, s : s + math.ceil(size)] += 1
+
+    def earliest(self, p: int, s: int, size: float) -> int:
+        while not self.fits(p, s, size):
+            s += 1
+        return s
+
+
+def run_immediate(sc: Scenario) -> Outcome:
+    """Each job at its arrival, in the first pool with room (queued when all are full)."""
+    ledger = _Ledger(sc)
+    n = len(sc.jobs)
+    pool, start = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    for j in range(n):
+        a, size = int(sc.jobs.hour[j]), float(sc.jobs.size[j])
+        options = [(ledger.earliest(p, a, size), p) for p in range(len(sc.zones))]
+        start[j], pool[j] = min(options)
+        ledger.take(int(pool[j]), int(start[j]), size)
+    return _outcome("immediate", sc, pool, start)
+
+
+def run_rolling_window(sc: Scenario, forecast: Forecaster) -> Outcome:
+    """Each job, on arrival, at the lowest rolling mean of the forecast over its length
+    that still meets its deadline (earliest of ties), in the first pool only."""
+    ledger = _Ledger(sc)
+    n = len(sc.jobs)
+    start = np.zeros(n, dtype=np.int64)
+    for j in range(n):
+        a, size = int(sc.jobs.hour[j]), float(sc.jobs.size[j])
+        last = min(math.floor(sc.jobs.deadline[j] - a - size + 1e-9), FORECAST_HOURS - size)
+        offsets = np.arange(max(0, int(last)) + 1)
+        means = window_integral(forecast(a)[0], offsets, np.full(len(offsets), size))
+        s = next(
+            (
+                a + int(k)
+                for k in np.argsort(means, kind="stable")
+                if ledger.fits(0, a + int(k), size)
+            ),
+            ledger.earliest(0, a, size),
+        )
+        start[j] = s
+        ledger.take(0, s, size)
+    return _outcome("rolling_window", sc, np.zeros(n, dtype=np.int64), start)
+
+
+def run_offpeak(sc: Scenario, forecast: Forecaster, params: PlannerParams | None = None) -> Outcome:
+    """The planner every hour on the jobs pending then; it launches what it plans for now
+    (and late jobs, which it cannot save, at once). No safety margin: runs are exact."""
+    params = params or PlannerParams(safety_margin_s=0.0)
+    pools = sc.pools
+    index = {p.name: i for i, p in enumerate(pools)}
+    ledger = _Ledger(sc)
+    n = len(sc.jobs)
+    pool, start = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+    t0 = sc.start.timestamp()
+    pending: list[int] = []
+    arrived = 0
+    t = int(sc.jobs.hour[0])
+    while arrived < n or pending:
+        if not pending:
+            t = max(t, int(sc.jobs.hour[arrived]))
+        while arrived < n and sc.jobs.hour[arrived] <= t:
+            pending.append(arrived)
+            arrived += 1
+        fc = forecast(t)
+        groups = [
+            WorkGroup(
+                str(j),
+                (Work(t0 + sc.jobs.deadline[j] * 3600.0, float(sc.jobs.size[j]) * 3600.0),),
+            )
+            for j in pending
+        ]
+        busy = {
+            p.name: ledger.used[i, t : t + FORECAST_HOURS].tolist() for i, p in enumerate(pools)
+        }
+        tick = plan(
+            sc.start + timedelta(hours=t),
+            groups,
+            pools,
+            {p.zone: fc[i] for i, p in enumerate(pools)},
+            params=params,
+            busy=busy,
+        )
+        now = tick.launch + [job for job in tick.late if job.start == tick.now]
+        for job in now:
+            j, p = int(job.group), index[job.pool]
+            pool[j], start[j] = p, t
+            ledger.take(p, t, float(sc.jobs.size[j]))
+        launched = {int(job.group) for job in now}
+        pending = [j for j in pending if j not in launched]
+        t += 1
+    return _outcome("offpeak", sc, pool, start)
+
+
+def run_optimal(sc: Scenario, time_limit: float = 60.0) -> Outcome:
+    """The offline optimum (see the module doc); an LP bound when the MILP times out."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix
+
+    jobs, npools = sc.jobs, len(sc.zones)
+    padded = np.concatenate([sc.truth, sc.truth], axis=1)
+    # One variable per (job, pool, start hour) that meets the deadline.
+    vj, vp, vs = [], [], []
+    for j in range(len(jobs)):
+        a = int(jobs.hour[j])
+        last = a + math.floor(jobs.deadline[j] - a - jobs.size[j] + 1e-9)
+        for p in range(npools):
+            hours = np.arange(a, last + 1)
+            vj.append(np.full(len(hours), j))
+            vp.append(np.full(len(hours), p))
+            vs.append(hours)
+    var_j, var_p, var_s = (np.concatenate(v).astype(np.int64) for v in (vj, vp, vs))
+    size = jobs.size[var_j]
+    cost = np.empty(len(var_j))
+    for p in range(npools):
+        on = var_p == p
+        cost[on] = window_integral(padded[p], var_s[on], size[on]) * KWH_PER_HOUR
+
+    n = len(jobs)
+    if sc.capacity is None:  # jobs are independent: each takes its cheapest start
+        order = np.lexsort((cost, var_j))
+        first = np.searchsorted(var_j[order], np.arange(n))
+        pick = order[first]
+        return _outcome("optimal", sc, var_p[pick], var_s[pick])
+
+    # A late variable per job keeps an overloaded scenario solvable (counted as a miss).
+    late_cost = 10.0 * float(cost.max()) * np.ones(n)
+    c = np.concatenate([cost, late_cost])
+    nvar = len(c)
+    assign = coo_matrix(
+        (np.ones(nvar), (np.concatenate([var_j, np.arange(n)]), np.arange(nvar))), shape=(n, nvar)
+    )
+    span = np.ceil(size - 1e-9).astype(np.int64)
+    rep = np.repeat(np.arange(len(var_j)), span)
+    hour = var_s[rep] + (np.arange(len(rep)) - np.repeat(np.cumsum(span) - span, span))
+    cell = var_p[rep] * padded.shape[1] + hour
+    cells, row = np.unique(cell, return_inverse=True)
+    cap = coo_matrix((np.ones(len(rep)), (row, rep)), shape=(len(cells), nvar))
+    constraints = [
+        LinearConstraint(assign.tocsr(), 1, 1),
+        LinearConstraint(cap.tocsr(), 0, sc.capacity),
+    ]
+    bounds = Bounds(0, 1)
+    relaxed = milp(c, constraints=constraints, bounds=bounds, integrality=np.zeros(nvar))
+    if relaxed.x is None:
+        raise ConfigError(f"the optimal schedule's LP failed: {relaxed.message}")
+    x, bound = relaxed.x, False
+    if np.abs(x - np.round(x)).max() > 1e-6:
+        exact = milp(
+            c,
+            constraints=constraints,
+            bounds=bounds,
+            integrality=np.ones(nvar),
+            options={"time_limit": time_limit, "mip_rel_gap": 1e-4},
+        )
+        if exact.status == 0 and exact.x is not None:
+            x = exact.x
+        else:
+            bound = True
+    return _optimal_outcome(sc, x, c, var_j, var_p, var_s, bound)
+
+
+def _optimal_outcome(
+    sc: Scenario,
+    x: np.ndarray,
+    c: np.ndarray,
+    var_j: np.ndarray,
+    var_p: np.ndarray,
+    var_s: np.ndarray,
+    bound: bool,
+) -> Outcome:
+    n = len(sc.jobs)
+    nv = len(var_j)
+    # The placement of each job: its largest share (the only one when integral).
+    best = np.full(n, -1)
+    share = np.zeros(n)
+    for v in np.flatnonzero(x[:nv] > 1e-9):
+        j = var_j[v]
+        if x[v] > share[j]:
+            share[j], best[j] = x[v], v
+    late = best < 0
+    pool = np.where(late, 0, var_p[np.maximum(best, 0)])
+    start = np.where(late, sc.jobs.hour, var_s[np.maximum(best, 0)])
+    out = _outcome("optimal", sc, pool, start)
+    out.misses = int(np.round(x[nv:]).sum())
+    if bound:  # the relaxation's value, fractional placements included
+        out.gco2e = float(x[:nv] @ c[:nv]) + float(
+            sc.emissions(np.zeros(n, dtype=np.int64), sc.jobs.hour.astype(np.float64)) @ x[nv:]
+        )
+        out.bound = True
+    return out
+
+
+# --- the whole comparison ----------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    scenario: Scenario
+    forecast: str
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    def savings(self) -> dict[str, float]:
+        base = self.outcomes["immediate"].gco2e
+        return {
+            name: 100.0 * (base - o.gco2e) / base if base else 0.0
+            for name, o in self.outcomes.items()
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policies": {
+                name: {
+                    "gco2e": round(o.gco2e, 1),
+                    "deadline_misses": o.misses,
+                    "mean_intensity": round(o.mean_intensity, 2),
+                }
+                for name, o in self.outcomes.items()
+            },
+            "savings_vs_immediate_pct": {k: round(v, 2) for k, v in self.savings().items()},
+        }
+
+    def notes(self) -> list[str]:
+        opt = self.outcomes.get("optimal")
+        if opt is not None and opt.bound:
+            return ["optimal: the MILP did not finish in time; its LP relaxation is a lower bound"]
+        return []
+
+    def table(self) -> str:
+        sc = self.scenario
+        cap = "unlimited" if sc.capacity is None else f"{sc.capacity} jobs per pool"
+        lines = [
+            f"{len(sc.jobs)} jobs, pools {', '.join(sc.zones)} ({cap}), forecast {self.forecast}",
+            f"{'policy':<15} {'kgCO2e':>10} {'misses':>7} {'g/kWh':>8} {'saving':>8}",
+        ]
+        savings = self.savings()
+        for name, o in self.outcomes.items():
+            lines.append(
+                f"{name:<15} {o.gco2e / 1000:>10.2f} {o.misses:>7} "
+                f"{o.mean_intensity:>8.1f} {savings[name]:>7.2f}%"
+            )
+        return "\n".join(lines + self.notes())
+
+
+def resolve_trace(name: str) -> Trace:
+    """A trace from a CSV path, or the zone id of a trace shipped with offpeak."""
+    path = Path(name)
+    if path.is_file():
+        return load_trace(path)
+    shipped = shipped_traces()
+    if name in shipped:
+        return load_trace(shipped[name])
+    raise InvalidInput(
+        f"trace {name!r} is neither a file nor a shipped zone ({', '.join(shipped)})"
+    )
+
+
+def scenario(
+    traces: Sequence[Trace],
+    *,
+    jobs: int = 1000,
+    deadline_h: float = 24.0,
+    capacity: int | None = None,
+    seed: int = 0,
+) -> Scenario:
+    """Align the traces by position (the shortest sets the length) and draw arrivals."""
+    if not traces:
+        raise InvalidInput("simulate needs at least one trace")
+    if capacity is not None and capacity < 1:
+        raise InvalidInput("capacity must be at least 1 job per pool")
+    hours = min(t.hours for t in traces)
+    truth = np.stack([t.intensity[:hours] for t in traces])
+    arrivals = make_arrivals(jobs, hours, deadline_h, traces[0].start, seed)
+    return Scenario([t.zone for t in traces], truth, traces[0].start, arrivals, capacity)
+
+
+def simulate(
+    traces: Sequence[Trace],
+    *,
+    jobs: int = 1000,
+    deadline_h: float = 24.0,
+    forecast: str = "perfect",
+    capacity: int | None = None,
+    seed: int = 0,
+    policies: Sequence[str] = POLICIES,
+) -> Report:
+    """Replay the traces with every policy on the same arrivals."""
+    parse_forecast(forecast)
+    sc = scenario(traces, jobs=jobs, deadline_h=deadline_h, capacity=capacity, seed=seed)
+    report = Report(sc, forecast)
+    for name in ("immediate", *[p for p in policies if p != "immediate"]):
+        if name == "immediate":
+            report.outcomes[name] = run_immediate(sc)
+        elif name == "rolling_window":
+            report.outcomes[name] = run_rolling_window(sc, Forecaster(sc.truth, forecast, seed + 1))
+        elif name == "offpeak":
+            report.outcomes[name] = run_offpeak(sc, Forecaster(sc.truth, forecast, seed + 1))
+        elif name == "optimal":
+            report.outcomes[name] = run_optimal(sc)
+        else:
+            raise InvalidInput(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    return report
+
+
+def plot(report: Report, path: Path) -> None:
+    """Intensity over a sample week with each policy's placements, and the savings."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ConfigError("--plot needs matplotlib: pip install 'offpeak[plot]'") from exc
+    sc = report.scenario
+    length = min(168, sc.truth.shape[1])
+    week0 = int(sc.jobs.hour[len(sc.jobs) // 2]) // 24 * 24
+    week0 = max(0, min(week0, sc.truth.shape[1] - length))
+    hours = np.arange(week0, week0 + length)
+    fig, (top, lanes, bars) = plt.subplots(
+        3, 1, figsize=(11, 8), height_ratios=[3, 2, 2], constrained_layout=True
+    )
+    lanes.sharex(top)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for p, zone in enumerate(sc.zones):
+        top.step(
+            hours,
+            sc.truth[p, week0 : week0 + length],
+            where="post",
+            color=colors[p % 10],
+            label=zone,
+        )
+    top.set_ylabel("gCO2e/kWh")
+    top.set_title(f"Sample week from {sc.start + timedelta(hours=week0):%Y-%m-%d}")
+    top.legend(loc="upper right", fontsize="small", ncol=min(len(sc.zones), 7))
+    names = list(report.outcomes)
+    for row, name in enumerate(names):
+        o = report.outcomes[name]
+        shown = (o.start + sc.jobs.size > week0) & (o.start < week0 + length)
+        for j in np.flatnonzero(shown):
+            lanes.broken_barh(
+                [(o.start[j], sc.jobs.size[j])],
+                (row - 0.35, 0.7),
+                color=colors[int(o.pool[j]) % 10],
+                alpha=0.6,
+            )
+    lanes.set_yticks(range(len(names)), names)
+    lanes.set_xlim(week0, week0 + length)
+    lanes.set_xlabel("hour of the year (job placements, coloured by pool)")
+    savings = report.savings()
+    bars.bar(names, [savings[n] for n in names], color=colors[: len(names)])
+    bars.set_ylabel("saving vs immediate (%)")
+    for i, n in enumerate(names):
+        bars.annotate(f"{savings[n]:.1f}%", (i, savings[n]), ha="center", va="bottom")
+    low, high = bars.get_ylim()
+    bars.set_ylim(low, high + 0.12 * (high - low))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Publish: API objects of requests and batches, JSONL and Parquet results, OpenAI files."""

@@ -1,0 +1,213 @@
+"""Running a job: its manifest, chunk by chunk, through one engine started once."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from offpeak.catalog.models import ModelRegistry
+from offpeak.clock import now
+from offpeak.config import Settings
+from offpeak.engine import EngineRequest, EngineResult
+from offpeak.engine.sampling import INVALID_REQUEST
+from offpeak.engine.weights import resolve_weights
+from offpeak.errors import ObjectExists
+from offpeak.ingest.segments import read_segment
+from offpeak.run.chunk_files import chunk_key, encode_results, outcomes, read_results, result_rows
+from offpeak.run.launch import read_manifest
+from offpeak.schemas import (
+    ChatCompletionRequest,
+    EmbeddingRequest,
+    ErrorInfo,
+    ManifestRow,
+    ResultRow,
+)
+from offpeak.state import jobs as state
+from offpeak.state.db import Database
+from offpeak.storage import ObjectStore
+
+# The request body each kind of model takes, as stored in the segments.
+REQUEST_BODIES: dict[str, type[ChatCompletionRequest] | type[EmbeddingRequest]] = {
+    "chat": ChatCompletionRequest,
+    "embed": EmbeddingRequest,
+}
+
+
+class Engine(Protocol):
+    def run(self, requests: Sequence[EngineRequest]) -> list[EngineResult]: ...
+
+    def close(self) -> None: ...
+
+
+def open_engine(settings: Settings, registry: ModelRegistry, engine_model: str) -> Engine:
+    """Start the engine that serves ``engine_model``, chosen by its kind (building
+    built-in weights if needed)."""
+    spec = registry.get(engine_model)
+    weights = resolve_weights(spec.weights or "", _dir(settings.models_dir))
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(_dir(settings.cache_dir) / "vllm"))
+    if spec.kind == "embed":
+        from offpeak.engine.vllm_embed import EmbedEngine
+
+        return EmbedEngine(weights, spec.engine)
+    from offpeak.engine.vllm_engine import ChatEngine
+
+    return ChatEngine(weights, spec.engine)
+
+
+def _dir(path: Path | None) -> Path:
+    assert path is not None, "derived by Settings"
+    return path
+
+
+def split(manifest: Sequence[ManifestRow], size: int) -> list[Sequence[ManifestRow]]:
+    """The job's chunks: fixed by the manifest's order, so a restart finds the same ones."""
+    return [manifest[i : i + size] for i in range(0, len(manifest), size)]
+
+
+@dataclass
+class JobReport:
+    job_id: str
+    chunks: int = 0
+    chunks_skipped: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    engine_start_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.wall_seconds if self.wall_seconds else 0.0
+
+
+class JobRunner:
+    """Runs one job; the engine starts at the first chunk that has work."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: ObjectStore,
+        registry: ModelRegistry,
+        settings: Settings,
+        engine_factory: Callable[[], Engine],
+        account: Callable[[str], object] | None = None,
+    ) -> None:
+        """``account(job_id)`` runs once the results are recorded, before the job is
+        marked completed (its batches publish only then): the carbon footprint."""
+        self.db, self.store, self.registry, self.settings = db, store, registry, settings
+        self._engine_factory = engine_factory
+        self._account = account
+        self._engine: Engine | None = None
+
+    def run(self, job_id: str, progress: Callable[[int, int], None] | None = None) -> JobReport:
+        started = time.monotonic()
+        job = state.get_job(self.db, job_id)
+        report = JobReport(job_id)
+        state.update_job(
+            self.db,
+            job_id,
+            status="running",
+            started_at=now(),
+            runner=f"{socket.gethostname()}:{os.getpid()}",
+        )
+        chunks = split(read_manifest(self.store, job), self.settings.chunk_size)
+        for index, chunk in enumerate(chunks):
+            key = chunk_key(job_id, index)
+            if self.store.exists(key):
+                rows = read_results(self.store, key)
+                report.chunks_skipped += 1
+            else:
+                rows = self._run_chunk(job_id, key, chunk, report)
+            state.apply_outcomes(self.db, job_id, key, outcomes(rows), now())
+            report.chunks += 1
+            report.requests += len(rows)
+            report.prompt_tokens += sum(r.prompt_tokens for r in rows)
+            report.completion_tokens += sum(r.completion_tokens for r in rows)
+            if progress:
+                progress(index + 1, len(chunks))
+        report.wall_seconds = time.monotonic() - started
+        state.update_job(
+            self.db,
+            job_id,
+            ended_at=now(),
+            prompt_tokens=report.prompt_tokens,
+            completion_tokens=report.completion_tokens,
+            wall_seconds=report.wall_seconds,
+        )
+        if self._account is not None:
+            self._account(job_id)
+        state.update_job(self.db, job_id, status="completed")
+        return report
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def _run_chunk(
+        self, job_id: str, key: str, chunk: Sequence[ManifestRow], report: JobReport
+    ) -> list[ResultRow]:
+        # Re-check cancellations: only requests still waiting on this job run.
+        live = state.in_progress_ids(self.db, job_id, [row.id for row in chunk])
+        requests, refused, models = self._load(chunk, live)
+        results = list(refused)
+        if requests:
+            if self._engine is None:
+                t0 = time.monotonic()
+                self._engine = self._engine_factory()
+                report.engine_start_seconds = time.monotonic() - t0
+            results += self._engine.run(requests)
+        order = {row.id: index for index, row in enumerate(chunk)}
+        results.sort(key=lambda r: order[r.id])
+        rows = result_rows(results, models, self.registry)
+        try:
+            self.store.create(key, encode_results(rows))
+        except ObjectExists:
+            # Another run of this job got there first: its file is the one that counts.
+            rows = read_results(self.store, key)
+        return rows
+
+    def _load(
+        self, chunk: Sequence[ManifestRow], live: set[str]
+    ) -> tuple[list[EngineRequest], list[EngineResult], dict[str, str]]:
+        """The chunk's live requests with their bodies, the requests refused already (a
+        body the model's kind does not take), and the model each request asked for."""
+        by_segment: dict[str, list[str]] = defaultdict(list)
+        for row in chunk:
+            if row.id in live:
+                by_segment[row.segment].append(row.id)
+        found: dict[str, tuple[str, str]] = {}
+        for segment, ids in by_segment.items():
+            table = read_segment(self.store, segment, ids).select(["id", "model", "request_body"])
+            for rid, model, body in zip(*(c.to_pylist() for c in table.columns), strict=True):
+                found[rid] = (model, body)
+        requests: list[EngineRequest] = []
+        refused: list[EngineResult] = []
+        for rid in (row.id for row in chunk if row.id in found):
+            model, body = found[rid]
+            kind = self.registry.get(model).kind
+            try:
+                requests.append(
+                    EngineRequest(rid, model, REQUEST_BODIES[kind].model_validate_json(body))
+                )
+            except ValidationError as exc:
+                # Stored by a route that did not check the model's kind: the request
+                # fails, the job goes on.
+                first = exc.errors()[0]
+                where = ".".join(map(str, first["loc"])) or "body"
+                message = (
+                    f"{model} is a {kind} model and this is not a {kind} request "
+                    f"({where}: {first['msg']})"
+                )
+                refused.append(
+                    EngineResult(rid, None, ErrorInfo(code=INVALID_REQUEST, message=message), 0, 0)
+                )
+        return requests, refused, {rid: model for rid, (model, _) in found.items()}

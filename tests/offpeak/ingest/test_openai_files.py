@@ -1,0 +1,200 @@
+"""OpenAI batches in the core: reading input files, and the output and error files
+written from stored results, against the real database and object stores."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from offpeak.catalog.models import ModelRegistry
+from offpeak.clock import now
+from offpeak.config import PACKAGED_MODELS
+from offpeak.errors import BatchInputInvalid
+from offpeak.ingest.openai_files import LineChecker, ingest_file, iter_lines
+from offpeak.ingest.segments import read_bodies
+from offpeak.publish.openai_files import finalize_ready, write_files
+from offpeak.publish.openai_objects import openai_batch_object
+from offpeak.run.chunk_files import encode_results
+from offpeak.schemas import ResultRow, Status
+from offpeak.state import openai as state
+from offpeak.state.db import Database
+from offpeak.state.models import ApiKey, Request
+from offpeak.storage import ObjectStore
+
+MODEL = "llama-3.1-8b-instruct-fp16"
+CHAT = "/v1/chat/completions"
+REGISTRY = ModelRegistry.load(PACKAGED_MODELS)
+
+
+def line(custom_id: str, content: str = "Hi") -> bytes:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": content}]}
+    return json.dumps(
+        {"custom_id": custom_id, "method": "POST", "url": CHAT, "body": body}
+    ).encode()
+
+
+def checker(max_lines: int = 100) -> LineChecker:
+    return LineChecker(CHAT, REGISTRY, max_lines=max_lines, max_line_bytes=4096)
+
+
+def test_lines_are_split_across_read_blocks_and_crlf_is_accepted() -> None:
+    raw = [line(f"c{i}", "x" * 300) for i in range(500)]  # ~200 KB: several read blocks
+    stream = io.BytesIO(b"\r\n".join(raw) + b"\r\n")
+    read = list(iter_lines(stream, 4096))
+    assert [n for n, _ in read] == list(range(1, 501))
+    check = checker(1000)
+    assert [check.check(n, text).custom_id for n, text in read] == [f"c{i}" for i in range(500)]  # type: ignore[union-attr]
+    assert check.errors == []
+
+
+def test_an_overlong_line_is_reported_without_being_held(store: ObjectStore, key: ApiKey) -> None:
+    stream = io.BytesIO(line("a") + b"\n" + b"x" * 100_000 + b"\n" + line("b") + b"\n")
+    with pytest.raises(BatchInputInvalid) as raised:
+        ingest_file(store, stream, checker(), key_id=key.id, created_at=0, expires_at=60)
+    assert raised.value.code == "line_too_long" and raised.value.problems[0]["line"] == 2
+    assert list(store.list("requests/")) == []  # nothing left behind
+
+
+def test_ingest_writes_segments_in_input_order(store: ObjectStore, key: ApiKey) -> None:
+    stream = io.BytesIO(b"\n".join(line(f"c{i}", f"text {i}") for i in range(30)))
+    ingested = ingest_file(store, stream, checker(), key_id=key.id, created_at=0, expires_at=60)
+    ids = [rid for rid, *_ in ingested.requests]
+    assert ids == sorted(ids) and len(set(ids)) == 30
+    assert [cid for _, cid, *_ in ingested.requests] == [f"c{i}" for i in range(30)]
+    bodies = read_bodies(store, ingested.segments[0], None)
+    assert json.loads(bodies[ids[7]])["messages"][0]["content"] == "text 7"
+
+
+def make_batch(db: Database, key: ApiKey, custom_ids: list[str]) -> state.NewBatch:
+    at = now()
+    new = state.NewBatch(
+        id=f"{at:012x}{'b' * 12}"[-24:],
+        key_id=key.id,
+        input_file_id="f" * 24,
+        endpoint=CHAT,
+        model=MODEL,
+        completion_window="24h",
+        metadata={},
+        created_at=at,
+        expires_at=at + 86400,
+        requests=[
+            (f"{i:024x}", cid, "requests/none.parquet", 10) for i, cid in enumerate(custom_ids)
+        ],
+    )
+    state.create_batch(db, new)
+    return new
+
+
+def finish(db: Database, store: ObjectStore, request_id: str, outcome: dict[str, Any]) -> None:
+    """Record an outcome as inference does: the chunk file, then the row."""
+    body = outcome.pop("body", None)
+    indent = outcome.pop("indent", None)  # JSON text spread over lines, still valid
+    values = {"status": outcome.pop("status"), "ended_at": now(), **outcome}
+    if body is not None:
+        key = f"jobs/j/chunk-{request_id}.parquet"
+        row = ResultRow(
+            id=request_id,
+            status="completed",
+            result_body=json.dumps(body, indent=indent),
+            error_code="",
+            error_message="",
+            prompt_tokens=3,
+            completion_tokens=5,
+            cost_usd=0.0,
+        )
+        store.put(key, encode_results([row]))
+        values |= {"result_key": key, "prompt_tokens": 3, "completion_tokens": 5}
+    with db.session(write=True) as session:
+        session.execute(update(Request).where(Request.id == request_id).values(**values))
+
+
+def content(store: ObjectStore, db: Database, key: ApiKey, file_id: str | None) -> list[Any]:
+    assert file_id is not None
+    data = store.get(state.get_file(db, key.id, file_id).storage_key)
+    return [json.loads(text) for text in data.decode().splitlines()]
+
+
+COMPLETION = {"object": "chat.completion", "choices": [{"message": {"content": "hé\nho"}}]}
+
+
+def test_output_and_error_lines_follow_openai_in_input_order(
+    db: Database, store: ObjectStore, key: ApiKey
+) -> None:
+    new = make_batch(db, key, ["r1", "r2", "r3", "r4"])
+    ids = [rid for rid, *_ in new.requests]
+    finish(db, store, ids[0], {"status": Status.COMPLETED, "body": COMPLETION})
+    finish(
+        db,
+        store,
+        ids[1],
+        {
+            "status": Status.FAILED,
+            "error_code": "context_length_exceeded",
+            "error_message": "the prompt is too long",
+        },
+    )
+    finish(
+        db, store, ids[2], {"status": Status.COMPLETED, "body": {**COMPLETION, "n": 3}, "indent": 2}
+    )
+    tally = state.tallies(db, [new.id])[new.id]
+    assert tally.pending == 1 and finalize_ready(db, store) == []
+    finish(
+        db,
+        store,
+        ids[3],
+        {"status": Status.FAILED, "error_code": "expired", "error_message": "too late"},
+    )
+
+    assert finalize_ready(db, store) == [new.id]
+    batch, extra = state.get_batch(db, key.id, new.id)
+    shown = openai_batch_object(batch, extra, state.tallies(db, [new.id])[new.id])
+    assert shown.status == "expired" and shown.expired_at is not None
+    assert shown.completed_at is None and shown.finalizing_at is not None
+    assert shown.request_counts.model_dump() == {"total": 4, "completed": 2, "failed": 2}
+    assert shown.usage is not None and shown.usage.total_tokens == 16
+
+    output = content(store, db, key, shown.output_file_id)
+    assert [o["custom_id"] for o in output] == ["r1", "r3"]
+    assert output[1]["response"]["body"] == {**COMPLETION, "n": 3}
+    assert output[0] == {
+        "id": f"batch_req_{ids[0]}",
+        "custom_id": "r1",
+        "response": {"status_code": 200, "request_id": ids[0], "body": COMPLETION},
+        "error": None,
+    }
+    errors = content(store, db, key, shown.error_file_id)
+    assert [e["custom_id"] for e in errors] == ["r2", "r4"]
+    refused, expired = errors
+    assert refused["error"] is None and refused["response"]["status_code"] == 400
+    assert refused["response"]["body"]["error"] == {
+        "message": "the prompt is too long",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "context_length_exceeded",
+    }
+    assert expired["response"] is None
+    assert expired["error"] == {"code": "batch_expired", "message": "too late"}
+
+
+def test_absent_files_are_null_and_files_are_written_once(
+    db: Database, store: ObjectStore, key: ApiKey
+) -> None:
+    failed = make_batch(db, key, ["a", "b"])
+    for rid, *_ in failed.requests:
+        finish(db, store, rid, {"status": Status.FAILED, "error_code": "job_failed"})
+    batch, extra = state.get_batch(db, key.id, failed.id)
+    tally = state.tallies(db, [failed.id])[failed.id]
+    assert write_files(db, store, batch, extra, tally) is True
+    assert write_files(db, store, batch, extra, tally) is False  # already recorded
+    batch, extra = state.get_batch(db, key.id, failed.id)
+    shown = openai_batch_object(batch, extra, tally)
+    assert shown.status == "completed" and shown.output_file_id is None
+    errors = content(store, db, key, shown.error_file_id)
+    assert errors[0]["response"]["status_code"] == 500
+    assert errors[0]["response"]["body"]["error"]["type"] == "server_error"
+    assert len(state.list_files(db, key.id, limit=10)) == 1
+    assert len(list(store.list("openai/"))) == 1  # the losing writer removed its copy
