@@ -13,24 +13,22 @@ from api_adapter.deps import Services
 from api_adapter.limits import BodyLimits
 from api_adapter.routes import batches, datasets, meta, openai, requests
 from offpeak import __version__
-from offpeak.catalog.models import ModelRegistry
 from offpeak.config import Settings, get_settings
 from offpeak.ingest.sealing import SealWriter
+from offpeak.services import services
 from offpeak.state.committer import GroupCommitter
-from offpeak.state.db import Database
-from offpeak.storage import open_store
 
 log = logging.getLogger("offpeak.api")
 
 
 def open_services(settings: Settings) -> Services:
-    db = Database(settings.database_url or "")
-    store = open_store(settings)
-    writer = SealWriter(db, store, interval=settings.seal_interval, rows=settings.seal_rows)
-    committer = GroupCommitter(db, on_commit=writer.accepted)
-    return Services(
-        settings, db, store, ModelRegistry.load(settings.models_path), writer, committer
+    """The core's services (the one wiring), plus the API's own: seal writer, committer."""
+    core = services(settings)
+    writer = SealWriter(
+        core.db, core.store, interval=settings.seal_interval, rows=settings.seal_rows
     )
+    committer = GroupCommitter(core.db, on_commit=writer.accepted)
+    return Services(settings, core.db, core.store, core.registry, writer, committer)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -88,7 +88,7 @@ def run_ingest(path: Path) -> dict[str, float]:
     from offpeak.storage import LocalStore
 
     with tempfile.TemporaryDirectory(prefix="offpeak-bench-") as tmp:
-        db = Database(f"sqlite:///{tmp}/state.db")
+        db = Database.migrated(f"sqlite:///{tmp}/state.db")
         store = LocalStore(Path(tmp) / "objects")
         key, _ = create_key(db, "bench", 10)
         mapping = DatasetMapping(

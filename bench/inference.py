@@ -216,7 +216,7 @@ def run_offpeak(
     settings: Settings, registry: ModelRegistry, convs: Sequence[Conversation]
 ) -> Measured:
     """The same through a job, in a fresh database and store (set up untimed)."""
-    db = Database(settings.database_url or "")
+    db = Database.migrated(settings.database_url)
     store = LocalStore(settings.data_dir / "objects")
     key, _ = create_key(db, "bench", 1_000)
     created = now()
@@ -280,12 +280,12 @@ def bench_inference(args: argparse.Namespace, base: Settings, work: Path) -> Inf
     registry = ModelRegistry.load(PACKAGED_MODELS)
     spec = registry.get(MODEL)
     built_in = (spec.weights or "").removeprefix(BUILTIN)
-    weights = str(ensure_tiny(Path(base.models_dir or "") / built_in))
+    weights = str(ensure_tiny(base.models_dir / built_in))
     engine_args = {**ENGINE_DEFAULTS, **spec.engine}
     environment = {
         **ENV_DEFAULTS,  # in-process engine core, 1 GiB KV cache: as ChatEngine sets them
         "HF_HUB_OFFLINE": "1",
-        "VLLM_CACHE_ROOT": str(Path(base.cache_dir or "") / "vllm"),
+        "VLLM_CACHE_ROOT": str(base.cache_dir / "vllm"),
         "VLLM_LOGGING_LEVEL": "ERROR",
     }
     for name, value in environment.items():
@@ -427,7 +427,7 @@ def bench_publish(args: argparse.Namespace, base: Settings, work: Path) -> Publi
     import polars as pl
 
     folder = Path(tempfile.mkdtemp(prefix="publish-", dir=work))
-    db = Database(f"sqlite:///{folder / 'offpeak.db'}")
+    db = Database.migrated(f"sqlite:///{folder / 'offpeak.db'}")
     store = LocalStore(folder / "objects")
     chunk_size = args.chunk_size or base.chunk_size
     print(f"publishing: building a finished batch of {args.publish_rows:,} requests", flush=True)

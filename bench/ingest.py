@@ -332,7 +332,7 @@ class SealRun:
 def measure_sealing(rows: int) -> SealRun:
     """Insert ``rows`` accepted requests into a fresh SQLite database, then seal them all."""
     with tempfile.TemporaryDirectory(prefix="offpeak-bench-seal-") as tmp:
-        db = Database(f"sqlite:///{Path(tmp) / 'offpeak.db'}")
+        db = Database.migrated(f"sqlite:///{Path(tmp) / 'offpeak.db'}")
         key, _ = create_key(db, "bench", 5)
         create = RequestCreate.model_validate(request_body(0))
         created_at = int(time.time())

@@ -23,6 +23,7 @@ import httpx
 import yaml
 
 from offpeak.config import Settings, get_settings
+from offpeak.state.db import upgrade
 
 PROJECT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = PROJECT / "prefect.yaml"
@@ -93,6 +94,7 @@ class Stack:
         subprocess.run(args, env=self.env, check=True, cwd=PROJECT, stdout=subprocess.DEVNULL)
 
     def start(self) -> None:
+        upgrade(self.settings.database_url)  # before anything opens the database
         if not self.env.get("PREFECT_API_URL"):
             home = self.settings.data_dir.resolve() / "prefect"
             home.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from offpeak.state.db import Database
 
 
 def _db() -> Database:
-    return Database(get_settings().database_url or "")
+    return Database(get_settings().database_url)
 
 
 class _CleanErrors(click.Group):
@@ -171,9 +171,7 @@ def models_build_tiny() -> None:
     """Build the tiny chat model (deterministic, no download) if it is not built yet."""
     from offpeak.engine.tiny import ensure_tiny
 
-    models_dir = get_settings().models_dir
-    assert models_dir is not None  # derived by Settings
-    path = ensure_tiny(models_dir / "tiny-chat")
+    path = ensure_tiny(get_settings().models_dir / "tiny-chat")
     click.echo(f"tiny-chat weights at {path}")
 
 
@@ -184,9 +182,12 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Create or migrate the state database to the current schema."""
-    database = _db()
-    click.echo(f"database at the current schema ({database.dialect})")
+    """Create or migrate the state database to the current schema (run it before the
+    first start and after each upgrade of offpeak; `offpeak serve` runs it itself)."""
+    from offpeak.state.db import upgrade
+
+    dialect = upgrade(get_settings().database_url)
+    click.echo(f"database at the current schema ({dialect})")
 
 
 @main.command()

@@ -17,7 +17,6 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -38,8 +37,8 @@ class Settings(BaseSettings):
         Path(".offpeak"),
         description="Folder for local state: the SQLite database, the local object store, caches.",
     )
-    storage_url: str | None = Field(
-        None,
+    storage_url: str = Field(
+        default_factory=lambda data: (data["data_dir"] / "objects").resolve().as_uri(),
         description="Object storage root: `file:///path` for a local folder or "
         "`s3://bucket/prefix`. Defaults to `file://<data_dir>/objects`.",
     )
@@ -56,8 +55,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("OFFPEAK_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
         description="S3 region. Falls back to AWS_REGION, then AWS_DEFAULT_REGION.",
     )
-    database_url: str | None = Field(
-        None,
+    database_url: str = Field(
+        default_factory=lambda data: f"sqlite:///{(data['data_dir'] / 'offpeak.db').resolve()}",
         description="SQLAlchemy URL of the state database: `sqlite:///path` or "
         "`postgresql+psycopg://user@host/db`. Defaults to `<data_dir>/offpeak.db`.",
     )
@@ -108,11 +107,12 @@ class Settings(BaseSettings):
 
     # Checks are field validators so an error names its variable (OFFPEAK_STORAGE_URL),
     # not the whole settings object; defaults are derived afterwards and always valid.
-    models_dir: Path | None = Field(
-        None, description="Where built-in weights (the tiny model) are built: <data_dir>/models."
+    models_dir: Path = Field(
+        default_factory=lambda data: data["data_dir"] / "models",
+        description="Where built-in weights (the tiny model) are built: <data_dir>/models.",
     )
-    cache_dir: Path | None = Field(
-        None,
+    cache_dir: Path = Field(
+        default_factory=lambda data: data["data_dir"] / "cache",
         description="Engine caches (vLLM's inspected and compiled artefacts): <data_dir>/cache.",
     )
     scheduler_interval: Annotated[float, Field(gt=0)] = Field(
@@ -181,9 +181,7 @@ class Settings(BaseSettings):
 
     @field_validator("storage_url")
     @classmethod
-    def _storage_scheme(cls, url: str | None) -> str | None:
-        if url is None:
-            return url
+    def _storage_scheme(cls, url: str) -> str:
         if not url.startswith(("file://", "s3://")):
             raise ValueError(f"storage_url must start with file:// or s3://, not {url!r}")
         if url.startswith("s3://") and not url[5:].strip("/"):
@@ -192,8 +190,8 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _database_scheme(cls, url: str | None) -> str | None:
-        if url is not None and not url.startswith(("sqlite", "postgresql")):
+    def _database_scheme(cls, url: str) -> str:
+        if not url.startswith(("sqlite", "postgresql")):
             raise ValueError(
                 f"database_url must be a sqlite:// or postgresql+psycopg:// URL, not {url!r}"
             )
@@ -225,15 +223,10 @@ class Settings(BaseSettings):
             raise ValueError(f"replay_traces {path} does not exist")
         return path
 
-    @model_validator(mode="after")
-    def _derive_defaults(self) -> Settings:
-        if self.storage_url is None:
-            self.storage_url = (self.data_dir / "objects").resolve().as_uri()
-        if self.database_url is None:
-            self.database_url = f"sqlite:///{(self.data_dir / 'offpeak.db').resolve()}"
-        self.models_dir = (self.models_dir or self.data_dir / "models").resolve()
-        self.cache_dir = (self.cache_dir or self.data_dir / "cache").resolve()
-        return self
+    @field_validator("models_dir", "cache_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.resolve()
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -26,6 +26,12 @@ class ConfigError(OffpeakError, ValueError):
     code = "config_error"
 
 
+class SchemaNotCurrent(ConfigError):
+    """The state database's schema is not the one this code needs (`offpeak db upgrade`)."""
+
+    code = "schema_not_current"
+
+
 class InvalidInput(OffpeakError, ValueError):
     """The caller sent something that cannot be accepted as it is."""
 

@@ -1,31 +1,18 @@
-"""What the tasks of one flow-run process share: settings, database, store, registry."""
+"""The services of one flow-run process, opened on first use by its tasks.
+
+A flow run is one process; its tasks share one set of services (a connection pool, an
+object-store client), built by the one wiring function from the process's settings.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
-from offpeak.catalog.models import ModelRegistry
-from offpeak.config import Settings, get_settings
-from offpeak.state.db import Database
-from offpeak.storage import ObjectStore, open_store
+from offpeak.config import get_settings
+from offpeak.services import Services, services
 
 
-@dataclass(frozen=True)
-class Runtime:
-    settings: Settings
-    db: Database
-    store: ObjectStore
-    registry: ModelRegistry
-
-
-@lru_cache(maxsize=1)
-def runtime() -> Runtime:
-    """Opened once per process, on first use."""
-    settings = get_settings()
-    return Runtime(
-        settings,
-        Database(settings.database_url or ""),
-        open_store(settings),
-        ModelRegistry.load(settings.models_path),
-    )
+@cache
+def runtime() -> Services:
+    """This process's services."""
+    return services(get_settings())

@@ -543,6 +543,7 @@ def run(data_dir: Path, keep_dir: Path) -> None:
     note(f"data: ./{DATA_DIR} (wiped); tiny model and vLLM cache: ./{KEEP_DIR} (kept)")
     env = demo_env(data_dir, keep_dir)
     os.environ.update(NO_PROXY=env["NO_PROXY"], no_proxy=env["no_proxy"])
+    cli(env, "db", "upgrade")
     created = json.loads(cli(env, "keys", "create", "--name", "demo", "--credits", "10", "--json"))
     note(compact({**created, "key": created["key"][:12] + "..."}) + "  (secret shortened)")
     os.environ["EXXA_API_KEY"] = created["key"]
@@ -567,7 +568,7 @@ def run(data_dir: Path, keep_dir: Path) -> None:
             send_batch(stack.base_url, "support", 90, rng, bad=True),
         ]
         show_day_plan(batches)
-        db = Database(f"sqlite:///{data_dir / 'offpeak.db'}", run_migrations=False)
+        db = Database(f"sqlite:///{data_dir / 'offpeak.db'}")
         try:
             wait_done(stack, db, batches, singles)
             show_results(stack.base_url, batches, singles)

@@ -8,7 +8,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from pydantic import ValidationError
@@ -51,8 +50,8 @@ def open_engine(settings: Settings, registry: ModelRegistry, engine_model: str) 
     """Start the engine that serves ``engine_model``, chosen by its kind (building
     built-in weights if needed)."""
     spec = registry.get(engine_model)
-    weights = resolve_weights(spec.weights or "", _dir(settings.models_dir))
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(_dir(settings.cache_dir) / "vllm"))
+    weights = resolve_weights(spec.weights or "", settings.models_dir)
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(settings.cache_dir / "vllm"))
     if spec.kind == "embed":
         from offpeak.engine.vllm_embed import EmbedEngine
 
@@ -60,11 +59,6 @@ def open_engine(settings: Settings, registry: ModelRegistry, engine_model: str) 
     from offpeak.engine.vllm_engine import ChatEngine
 
     return ChatEngine(weights, spec.engine)
-
-
-def _dir(path: Path | None) -> Path:
-    assert path is not None, "derived by Settings"
-    return path
 
 
 def split(manifest: Sequence[ManifestRow], size: int) -> list[Sequence[ManifestRow]]:

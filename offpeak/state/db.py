@@ -1,18 +1,28 @@
-"""Database engine and migrations for SQLite (WAL) and PostgreSQL."""
+"""Database engine and migrations for SQLite (WAL) and PostgreSQL.
+
+Migrating is an explicit step (`offpeak db upgrade`, run by `offpeak serve`, the demo and
+the tests): a :class:`Database` only checks that the schema is current and refuses to
+open one that is not, naming that command.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from offpeak.errors import SchemaNotCurrent
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -54,23 +64,66 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision."""
+def _config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+@cache
+def head_revision() -> str | None:
+    """The newest Alembic revision this code knows."""
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The revision the database's schema is at (None when it was never migrated)."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+# Any fixed number: the key of the advisory lock that serialises migrations.
+_MIGRATION_LOCK = 0x0FF_9EA4
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision.
+
+    On PostgreSQL an advisory lock held for the transaction serialises concurrent
+    upgrades (several replicas starting at once): the second one finds nothing to do.
+    """
+    config = _config()
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def upgrade(url: str) -> str:
+    """`offpeak db upgrade`: migrate the database at ``url``; returns its dialect."""
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        return engine.dialect.name
+    finally:
+        engine.dispose()
 
 
 class Database:
     """An engine plus a session factory; the one handle the rest of the code passes around."""
 
-    def __init__(self, url: str, *, run_migrations: bool = True) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        if run_migrations:
-            migrate(self.engine)
+        current, head = schema_revision(self.engine), head_revision()
+        if current != head:
+            self.engine.dispose()
+            where = make_url(url).render_as_string(hide_password=True)
+            raise SchemaNotCurrent(
+                f"the state database {where} is at schema revision {current or 'none'}, "
+                f"this offpeak needs {head}: run `offpeak db upgrade`"
+            )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite admits one writer at a time, and a writer that finds the lock taken
         # sleeps in the busy handler with growing back-off (up to 100 ms) instead of
@@ -78,6 +131,13 @@ class Database:
         self._writers: AbstractContextManager[Any] = (
             threading.Lock() if self.dialect == "sqlite" else nullcontext()
         )
+
+    @classmethod
+    def migrated(cls, url: str) -> Database:
+        """Migrate the database at ``url``, then open it: for tests, benchmarks and tools
+        that own their database."""
+        upgrade(url)
+        return cls(url)
 
     @property
     def dialect(self) -> str:

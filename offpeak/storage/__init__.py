@@ -15,7 +15,7 @@ __all__ = ["LocalStore", "ObjectStore", "S3Store", "open_store"]
 
 def open_store(settings: Settings) -> ObjectStore:
     """The store named by ``settings.storage_url``."""
-    url = settings.storage_url or ""
+    url = settings.storage_url
     if url.startswith("s3://"):
         store = S3Store(url, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
         store.ensure_bucket()

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from offpeak.state.db import Database
+from offpeak.state.db import Database, upgrade
 from offpeak.state.keys import create_key
 from tests.conftest import new_postgres_database, new_s3_url
 from tests.utils.services import free_port, wait_for
@@ -43,6 +43,8 @@ class LiveApi:
 
 
 def start_api(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """`offpeak db upgrade`, then `offpeak api`, as an operator starts it."""
+    upgrade(env["OFFPEAK_DATABASE_URL"])
     port = free_port()
     process = subprocess.Popen(
         [str(OFFPEAK), "api", "--port", str(port)],
@@ -99,7 +101,7 @@ def live_api(
     """One API server per stack for the whole test run."""
     env = stack_env(request.param, tmp_path_factory.mktemp(request.param), request)
     process, base_url = start_api(env)
-    db = Database(env["OFFPEAK_DATABASE_URL"], run_migrations=False)
+    db = Database(env["OFFPEAK_DATABASE_URL"])
     try:
         yield LiveApi(base_url, env, db, process)
     finally:

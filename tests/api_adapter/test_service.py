@@ -59,7 +59,7 @@ def test_rows_left_unsealed_by_a_crash_are_sealed_at_start(
     stack: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     env = stack_env(stack, tmp_path, request)
-    db = Database(env["OFFPEAK_DATABASE_URL"])
+    db = Database.migrated(env["OFFPEAK_DATABASE_URL"])
     key, _ = create_key(db, "crashed", 5)
     create = RequestCreate.model_validate({"request_body": chat_body()})
     rows = [new_request_row(key.id, create, now()) for _ in range(25)]

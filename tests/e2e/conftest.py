@@ -66,7 +66,7 @@ def stack(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         return httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200
 
     wait_for(up, "offpeak serve", timeout=180)
-    db = Database(f"sqlite:///{data_dir / 'offpeak.db'}", run_migrations=False)
+    db = Database(f"sqlite:///{data_dir / 'offpeak.db'}")
     try:
         yield Stack(base_url, data_dir, db, log)
     finally:

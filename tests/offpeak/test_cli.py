@@ -29,7 +29,14 @@ def offpeak(data_dir: Path, *args: str, ok: bool = True) -> subprocess.Completed
     return done
 
 
+def test_keys_need_a_migrated_database_and_say_so(tmp_path: Path) -> None:
+    done = offpeak(tmp_path, "keys", "list", ok=False)
+    assert "offpeak db upgrade" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    offpeak(tmp_path, "db", "upgrade")
     created = json.loads(
         offpeak(
             tmp_path, "keys", "create", "--name", "team-a", "--credits", "12.5", "--json"
@@ -54,6 +61,7 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
 
 
 def test_revoking_an_unknown_key_is_one_clear_line(tmp_path: Path) -> None:
+    offpeak(tmp_path, "db", "upgrade")
     done = offpeak(tmp_path, "keys", "revoke", "nope", ok=False)
     assert done.stderr.strip() == "error: no API key 'nope'"
 

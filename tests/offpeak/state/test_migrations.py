@@ -1,9 +1,13 @@
+from pathlib import Path
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from offpeak.state.db import MIGRATIONS, Database, migrate
+from offpeak.errors import SchemaNotCurrent
+from offpeak.state.db import MIGRATIONS, Database, migrate, upgrade
 from offpeak.state.models import Base
 
 
@@ -37,3 +41,14 @@ def test_model_comparison_notices_a_schema_drift(db: Database) -> None:
     with db.engine.connect() as connection:
         diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert [(d[0], d[1].name) for d in diffs] == [("add_index", "ix_requests_status")]
+
+
+def test_an_unmigrated_database_is_refused_naming_the_command(tmp_path: Path) -> None:
+    with pytest.raises(SchemaNotCurrent, match="offpeak db upgrade"):
+        Database(f"sqlite:///{tmp_path / 'fresh.db'}")
+
+
+def test_upgrade_makes_it_current(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert upgrade(url) == "sqlite"
+    Database(url).dispose()
