@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install postgres test lint demo bench api serve clean
+.PHONY: install postgres test test-fast lint demo bench api serve clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ lint: install
 
 test: install postgres lint
 	$(BIN)/pytest
+
+# The tests that need no service (no PostgreSQL, S3 server, Prefect server or vLLM).
+test-fast: install
+	OFFPEAK_TEST_NO_SERVICES=1 $(BIN)/pytest -m "not postgres and not s3 and not live and not e2e and not vllm"
 
 demo: install
 	$(BIN)/python -m offpeak.demo

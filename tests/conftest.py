@@ -21,12 +21,47 @@ _prefect: PrefectServer | None = None
 _services = ExitStack()  # what the session started outside fixtures
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the services it needs, from the fixtures it uses, so that
+    `make test-fast` (`-m "not postgres and not s3 and not live and not e2e and not
+    vllm"`) runs exactly the tests that need none."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec else {}
+        needs = set()
+        if "postgres_root" in names or params.get("database_url") == "postgres":
+            needs.add("postgres")
+        if "s3_endpoint" in names or params.get("store") == "s3":
+            needs.add("s3")
+        stack = params.get("live_api") or params.get("stack")
+        if "live_api" in names or stack:  # both stacks read `s3://` datasets from S3
+            needs |= {"s3"} | ({"live"} if "live_api" in names else set())
+            needs |= {"postgres"} if stack == "postgres-s3" else set()
+        if "prefect_api" in names:  # the Prefect server runs on PostgreSQL
+            needs |= {"e2e", "postgres", "slow"}
+        if names & {"engine", "embed_engine", "tiny_model"}:
+            needs |= {"vllm", "slow"}
+        for name in sorted(needs):
+            item.add_marker(name)
+
+
+# `make test-fast` sets this: a test that needs a service without being marked for it
+# fails instead of quietly starting the service.
+NO_SERVICES = os.environ.get("OFFPEAK_TEST_NO_SERVICES") == "1"
+
+
+def _service(name: str) -> None:
+    if NO_SERVICES:
+        pytest.fail(f"this test needs {name} but is not marked for it", pytrace=False)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     # The Prefect server takes ~20 s to start: start it as soon as we know a test
     # needs it, so it warms up while the other tests run.
     global _prefect
     needed = any("prefect_api" in getattr(item, "fixturenames", ()) for item in session.items)
-    if needed and not os.environ.get("OFFPEAK_TEST_PREFECT_API_URL"):
+    if needed and not NO_SERVICES and not os.environ.get("OFFPEAK_TEST_PREFECT_API_URL"):
         # On its own PostgreSQL: on SQLite, Prefect 3.7's server under the e2e load can
         # hold its database locked for minutes and stall every flow run.
         database = _services.enter_context(postgres_server())
@@ -42,6 +77,7 @@ def pytest_sessionfinish() -> None:
 @pytest.fixture(scope="session")
 def prefect_api() -> str:
     """A real Prefect server's API URL, also set as PREFECT_API_URL for this process."""
+    _service("the Prefect server")
     url = os.environ.get("OFFPEAK_TEST_PREFECT_API_URL") or (_prefect and _prefect.wait())
     assert url, "the Prefect server was not started"
     os.environ["PREFECT_API_URL"] = url
@@ -60,6 +96,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real S3 server over HTTP (moto), or OFFPEAK_TEST_S3_ENDPOINT."""
+    _service("the S3 server")
     if given := os.environ.get("OFFPEAK_TEST_S3_ENDPOINT"):
         yield given
         return
@@ -70,6 +107,7 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def postgres_root() -> Iterator[str]:
     """A PostgreSQL server URL without a database, or OFFPEAK_TEST_POSTGRES_URL."""
+    _service("PostgreSQL")
     if given := os.environ.get("OFFPEAK_TEST_POSTGRES_URL"):
         yield given.rstrip("/")
         return

@@ -10,6 +10,7 @@ import pytest
 from offpeak.state.db import Database
 from offpeak.state.models import ApiKey
 from tests.utils.factories import new_key
+from tests.utils.services import require_module
 
 if TYPE_CHECKING:
     from offpeak.engine.vllm_embed import EmbedEngine
@@ -21,7 +22,7 @@ EMBED_MODEL = "all-minilm-l6-v2"  # real weights, shipped in a Python package
 def embed_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbedEngine]:
     """One real vLLM embedding engine for the session, started as a job starts it: by
     ``open_engine`` from the packaged models.yaml."""
-    pytest.importorskip("vllm", reason="needs vLLM (the cpu or gpu extra)")
+    require_module("vllm", "needs vLLM (the cpu or gpu extra)")
     from offpeak.catalog.models import ModelRegistry
     from offpeak.config import PACKAGED_MODELS, load_settings
     from offpeak.engine.vllm_embed import EmbedEngine

@@ -138,3 +138,15 @@ class PrefectServer:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def require_module(name: str, why: str) -> None:
+    """Fail the test (never skip it) when an installed-by-default module is missing."""
+    import importlib
+
+    import pytest
+
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        pytest.fail(f"{name} is missing ({exc}): {why}; `make install` installs it", pytrace=False)

@@ -20,7 +20,7 @@ from offpeak.plan.policy import Tick, carbon, immediate
 from offpeak.plan.report import plan_markdown, sparkline
 from offpeak.run.launch import open_job
 from offpeak.state import jobs as state
-from offpeak.state.db import Database
+from offpeak.state.db import Database, upgrade
 from offpeak.state.keys import create_key
 from offpeak.state.requests import insert_requests, new_request_row
 from offpeak.storage import ObjectStore
@@ -187,6 +187,7 @@ def scheduler_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     runtime.cache_clear()
+    upgrade(get_settings().database_url)
     yield get_settings()
     runtime.cache_clear()
     get_settings.cache_clear()
