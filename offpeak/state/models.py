@@ -192,3 +192,22 @@ class OpenAIBatch(Base):
             postgresql_where=text("ended_at IS NULL"),
         ),
     )
+
+
+class IdempotencyKey(Base):
+    """The first answer to a create sent with an ``Idempotency-Key`` header, per API key
+    and route. The row is inserted before the work starts (the primary key makes a
+    concurrent duplicate fail to claim it); status and response are set once it answers."""
+
+    __tablename__ = "idempotency_keys"
+
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
+    route: Mapped[str] = mapped_column(String(64), primary_key=True)  # "POST /v1/requests"
+    idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    # Null while the first request is still being answered.
+    status: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
