@@ -602,17 +602,3 @@ def _plan_of(
         else:
             (launch if si == 0 else later).append(job)
     return Plan(now, launch, later, late)
-
-
-def carbon_policy(
-    now: datetime,
-    groups: Sequence[WorkGroup],
-    pools: Sequence[Pool],
-    forecasts: Mapping[str, Sequence[float] | np.ndarray],
-    params: PlannerParams | None = None,
-    busy: Mapping[str, Sequence[int]] | None = None,
-) -> list[PlannedJob]:
-    """The `carbon` launch policy: the jobs to start now (late ones excluded: the
-    scheduler fails their requests). The scheduler's `LaunchPolicy` adapter maps these
-    onto `Launch`es once pending groups carry deadlines and token estimates."""
-    return plan(now, groups, pools, forecasts, params=params, busy=busy).launch

@@ -1,7 +1,7 @@
 """Launch policies: given the pending work, what to launch now, and where.
 
 A policy is a pure function of a :class:`Tick` (pending work, pools, forecasts, the jobs
-already running); the scheduler flow gathers the tick and calls the one named by
+already running); `offpeak.plan.gather` gathers the tick and calls the one named by
 ``OFFPEAK_SCHEDULER_POLICY``: `carbon`, the planner (offpeak.plan.planner), or `immediate`,
 everything at once in the default pool (for tests and demos).
 """
@@ -44,6 +44,8 @@ class Tick:
     forecasts: Mapping[str, np.ndarray] = field(default_factory=dict)
     # Jobs running per pool, per hour from the current one.
     busy: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    # Where each zone's forecast came from (`Forecast.source`), for the report.
+    sources: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
 from offpeak.plan.pending import PendingGroup
 from offpeak.plan.planner import Plan, PlannedJob, Pool
+from offpeak.plan.policy import Launch
 
 BARS = "▁▂▃▄▅▆▇█"
 SHOWN_HOURS = 48
@@ -101,3 +103,16 @@ def plan_markdown(
         ]
         lines += ["", f"Expected saving in this pool: {_saving(jobs)}."]
     return "\n".join(lines) + "\n"
+
+
+def launch_summary(launches: Sequence[Launch]) -> list[dict[str, Any]]:
+    """The launches of a tick as plain rows (engine model, models, pool, job size)."""
+    return [
+        {
+            "engine_model": launch.group.engine_model,
+            "models": launch.group.models,
+            "pool": launch.pool,
+            "max_requests": launch.max_requests,
+        }
+        for launch in launches
+    ]

@@ -141,7 +141,19 @@ from offpeak.schemas.openai import (
     OutputTokensDetails as OutputTokensDetails,
 )
 from offpeak.schemas.status import (
+    ACTIVE_JOB_STATUSES as ACTIVE_JOB_STATUSES,
+)
+from offpeak.schemas.status import (
     FINAL_STATUSES as FINAL_STATUSES,
+)
+from offpeak.schemas.status import (
+    REQUEST_ERRORS as REQUEST_ERRORS,
+)
+from offpeak.schemas.status import (
+    ErrorCode as ErrorCode,
+)
+from offpeak.schemas.status import (
+    JobStatus as JobStatus,
 )
 from offpeak.schemas.status import (
     Status as Status,

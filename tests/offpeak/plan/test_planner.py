@@ -20,7 +20,6 @@ from offpeak.plan.planner import (
     Pool,
     Work,
     WorkGroup,
-    carbon_policy,
     plan,
     pools_from_specs,
     window_integral,
@@ -171,13 +170,6 @@ def test_large_work_is_split_into_jobs_in_deadline_order() -> None:
     units = [Work(due + 60 * i, 3600.0) for i in range(10)]  # 10 GPU-hours
     result = plan(NOW, [WorkGroup("m", units)], [pool(jobs=4)], {}, params=EXACT)
     assert sorted(j.units for j in result.jobs) == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9)]
-
-
-def test_carbon_policy_is_the_launch_list() -> None:
-    groups, pools, forecasts = [job("m", 1, 24)], [pool()], {"DE": dip(0)}
-    assert (
-        carbon_policy(NOW, groups, pools, forecasts) == plan(NOW, groups, pools, forecasts).launch
-    )
 
 
 def test_pools_from_pools_yaml_entries() -> None:

@@ -3,15 +3,13 @@ deadline, the carbon policy's launches, the plan report."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from offpeak.catalog.models import ModelRegistry
-from offpeak.config import Settings, get_settings
+from offpeak.config import Settings
 from offpeak.ingest.estimate import estimate_tokens
 from offpeak.ingest.sealing import seal_all
 from offpeak.plan.pending import PendingGroup, PendingUnit, pending_groups
@@ -20,12 +18,10 @@ from offpeak.plan.policy import Tick, carbon, immediate
 from offpeak.plan.report import plan_markdown, sparkline
 from offpeak.run.launch import open_job
 from offpeak.state import jobs as state
-from offpeak.state.db import Database, upgrade
+from offpeak.state.db import Database
 from offpeak.state.keys import create_key
 from offpeak.state.requests import insert_requests, new_request_row
 from offpeak.storage import ObjectStore
-from tasks.runtime import runtime
-from tasks.scheduling import plan_launches
 from tests.utils.factories import chat_request, request_create
 
 MODEL = "llama-3.1-8b-instruct-fp16"  # a stand-in for tiny-chat
@@ -177,31 +173,3 @@ def test_plan_report_shows_each_pool_its_forecast_window_and_saving() -> None:
 def test_sparkline_scales_between_min_and_max() -> None:
     assert sparkline(np.array([0.0, 50.0, 100.0])) == "▁▅█"
     assert sparkline(np.array([7.0, 7.0])) == "▁▁"
-
-
-@pytest.fixture
-def scheduler_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    monkeypatch.setenv("OFFPEAK_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("OFFPEAK_SCHEDULER_POLICY", "carbon")
-    for name in ("OFFPEAK_DATABASE_URL", "OFFPEAK_STORAGE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-    runtime.cache_clear()
-    upgrade(get_settings().database_url)
-    yield get_settings()
-    runtime.cache_clear()
-    get_settings.cache_clear()
-
-
-def test_the_scheduler_plans_with_the_replayed_forecast(scheduler_env: Settings) -> None:
-    rt = runtime()
-    submit(rt.db, rt.store, [(MODEL, "10m", int(datetime.now(UTC).timestamp()))] * 3)
-    submit(rt.db, rt.store, [(MODEL, "72h", int(datetime.now(UTC).timestamp()))] * 2)
-    planned = plan_launches.fn()
-    # The 10-minute requests cannot wait; the 72-hour ones wait for the cleanest hours
-    # of the replayed GB trace, unless the current hour is that.
-    assert [launch.expires_between is not None for launch in planned.launches][:1] == [True]
-    assert planned.launches[0].max_requests == 3
-    assert "## Pool `local` (zone GB, inference/local)" in planned.report
-    assert "Forecast (replay" in planned.report
-    rt.db.dispose()
