@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from offpeak.engine.sampling import CONTEXT_LENGTH_EXCEEDED, INVALID_REQUEST
 from offpeak.errors import EngineRequestError
+from offpeak.schemas import ErrorCode
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,13 @@ def check_inputs(token_ids: Sequence[Sequence[int]], model: EmbeddingModel) -> N
             raise EngineRequestError(
                 f"input {index} has {len(ids)} tokens but the model's context is "
                 f"{model.max_model_len} tokens; shorten or split it",
-                code=CONTEXT_LENGTH_EXCEEDED,
+                code=ErrorCode.CONTEXT_LENGTH_EXCEEDED,
             )
         if ids and max(ids) >= model.vocab_size:
             raise EngineRequestError(
                 f"input {index} holds token id {max(ids)}, outside the model's vocabulary "
                 f"of {model.vocab_size} tokens",
-                code=INVALID_REQUEST,
+                code=ErrorCode.INVALID_REQUEST,
             )
 
 
@@ -65,14 +65,14 @@ def pooling_dimensions(asked: int | None, model: EmbeddingModel) -> int | None:
         raise EngineRequestError(
             f"this model returns {model.dimensions}-dimensional vectors and cannot shorten "
             f"them; leave dimensions unset or set it to {model.dimensions}",
-            code=INVALID_REQUEST,
+            code=ErrorCode.INVALID_REQUEST,
         )
     allowed = model.matryoshka_dimensions
     if asked > model.dimensions or (allowed is not None and asked not in allowed):
         lengths = ", ".join(map(str, allowed)) if allowed else f"1 to {model.dimensions}"
         raise EngineRequestError(
             f"dimensions must be one of {lengths} for this model, not {asked}",
-            code=INVALID_REQUEST,
+            code=ErrorCode.INVALID_REQUEST,
         )
     return asked
 

@@ -14,13 +14,10 @@ from offpeak.schemas import (
     DEFAULT_MAX_TOKENS,
     ChatCompletionRequest,
     ChatMessage,
+    ErrorCode,
     JsonObjectFormat,
     JsonSchemaFormat,
 )
-
-CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
-INVALID_RESPONSE_FORMAT = "invalid_response_format"
-INVALID_REQUEST = "invalid_request"
 
 
 def chat_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
@@ -51,7 +48,7 @@ def max_tokens(body: ChatCompletionRequest, prompt_tokens: int, max_model_len: i
         raise EngineRequestError(
             f"the prompt has {prompt_tokens} tokens but the model's context is "
             f"{max_model_len} tokens, which leaves no room for an answer",
-            code=CONTEXT_LENGTH_EXCEEDED,
+            code=ErrorCode.CONTEXT_LENGTH_EXCEEDED,
         )
     asked = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
     return min(asked, room)
@@ -80,7 +77,7 @@ def sampling_kwargs(
         # Greedy decoding has one answer; vLLM refuses n > 1 with it.
         raise EngineRequestError(
             "n > 1 needs temperature > 0: greedy decoding gives a single answer",
-            code=INVALID_REQUEST,
+            code=ErrorCode.INVALID_REQUEST,
         )
     kwargs: dict[str, Any] = {
         "n": body.n,
@@ -93,7 +90,9 @@ def sampling_kwargs(
     if body.stop is not None:
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop)
         if not all(stop):
-            raise EngineRequestError("stop strings must not be empty", code=INVALID_REQUEST)
+            raise EngineRequestError(
+                "stop strings must not be empty", code=ErrorCode.INVALID_REQUEST
+            )
         kwargs["stop"] = stop
     if body.seed is not None:
         kwargs["seed"] = body.seed
@@ -112,5 +111,6 @@ def _logit_bias(bias: dict[str, float]) -> dict[int, float]:
         return {int(token): value for token, value in bias.items()}
     except ValueError:
         raise EngineRequestError(
-            "logit_bias keys must be token ids (integers as strings)", code=INVALID_REQUEST
+            "logit_bias keys must be token ids (integers as strings)",
+            code=ErrorCode.INVALID_REQUEST,
         ) from None

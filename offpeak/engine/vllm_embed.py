@@ -26,10 +26,9 @@ from offpeak.engine.embeddings import (
     embedding_response,
     pooling_dimensions,
 )
-from offpeak.engine.sampling import INVALID_REQUEST
 from offpeak.engine.vllm_engine import run_in_order, start_llm, stop_llm
 from offpeak.errors import EngineRequestError
-from offpeak.schemas import EmbeddingRequest, ErrorInfo
+from offpeak.schemas import EmbeddingRequest, ErrorCode, ErrorInfo
 
 # Engine arguments unless models.yaml says otherwise (see shared/reference/VLLM_CPU.md).
 ENGINE_DEFAULTS: dict[str, Any] = {
@@ -109,7 +108,7 @@ class EmbedEngine:
         body = request.body
         if not isinstance(body, EmbeddingRequest):
             message = f"{request.model} is an embedding model; it takes embeddings requests"
-            return _failed(request, INVALID_REQUEST, message, 0)
+            return _failed(request, ErrorCode.INVALID_REQUEST, message, 0)
         inputs = body.inputs()
         token_ids = [self.tokenize(i) if isinstance(i, str) else list(i) for i in inputs]
         prompt_tokens = sum(len(ids) for ids in token_ids)
@@ -142,7 +141,9 @@ class EmbedEngine:
             # Refused while adding: nothing ran, and what was added has been aborted.
             if len(items) == 1:
                 item = items[0]
-                failed = _failed(item.request, INVALID_REQUEST, str(exc), item.prompt_tokens)
+                failed = _failed(
+                    item.request, ErrorCode.INVALID_REQUEST, str(exc), item.prompt_tokens
+                )
                 return [(item, failed)]
             middle = len(items) // 2
             return self._embed(items[:middle]) + self._embed(items[middle:])

@@ -22,15 +22,9 @@ from typing import Any, Protocol, TypeVar
 from offpeak.clock import now
 from offpeak.engine import EngineRequest, EngineResult
 from offpeak.engine.results import Choice, TokenLogprob, TopLogprob, chat_completion
-from offpeak.engine.sampling import (
-    CONTEXT_LENGTH_EXCEEDED,
-    INVALID_REQUEST,
-    INVALID_RESPONSE_FORMAT,
-    chat_messages,
-    sampling_kwargs,
-)
+from offpeak.engine.sampling import chat_messages, sampling_kwargs
 from offpeak.errors import EngineRequestError
-from offpeak.schemas import ChatCompletionRequest, ErrorInfo
+from offpeak.schemas import ChatCompletionRequest, ErrorCode, ErrorInfo
 
 # Set before vLLM is imported; the environment wins when it says otherwise.
 ENV_DEFAULTS = {
@@ -113,13 +107,15 @@ class ChatEngine:
         body = request.body
         if not isinstance(body, ChatCompletionRequest):
             message = f"{request.model} is a chat model; it takes chat-completions requests"
-            return _failed(request, INVALID_REQUEST, message, 0)
+            return _failed(request, ErrorCode.INVALID_REQUEST, message, 0)
         messages = chat_messages(body)
         try:
             prompt_tokens = self.count_prompt_tokens(messages)
         except (TemplateError, ValueError, TypeError) as exc:
             # Chat templates refuse some conversations (roles that do not alternate, ...).
-            return _failed(request, INVALID_REQUEST, f"the chat template refused it: {exc}", 0)
+            return _failed(
+                request, ErrorCode.INVALID_REQUEST, f"the chat template refused it: {exc}", 0
+            )
         try:
             kwargs = sampling_kwargs(body, prompt_tokens, self.max_model_len)
             _sampling_params(kwargs)  # vLLM checks the values as it builds them
@@ -215,16 +211,16 @@ def _sampling_params(kwargs: dict[str, Any]) -> Any:
     try:
         return SamplingParams(**args)
     except VLLMValidationError as exc:
-        raise EngineRequestError(str(exc), code=INVALID_REQUEST) from exc
+        raise EngineRequestError(str(exc), code=ErrorCode.INVALID_REQUEST) from exc
 
 
 def _refusal_code(item: _Ready, exc: Exception) -> str:
     message = str(exc).lower()
     if "context length" in message:
-        return CONTEXT_LENGTH_EXCEEDED
+        return ErrorCode.CONTEXT_LENGTH_EXCEEDED
     if "structured_outputs" in item.kwargs and any(w in message for w in _FORMAT_WORDS):
-        return INVALID_RESPONSE_FORMAT
-    return INVALID_REQUEST
+        return ErrorCode.INVALID_RESPONSE_FORMAT
+    return ErrorCode.INVALID_REQUEST
 
 
 def _failed(request: EngineRequest, code: str, message: str, prompt_tokens: int) -> EngineResult:

@@ -11,7 +11,7 @@ from offpeak.ids import new_id
 from offpeak.ingest.segments import arrow_schema
 from offpeak.plan.pending import PendingGroup
 from offpeak.run.chunk_files import manifest_key
-from offpeak.schemas import ManifestRow
+from offpeak.schemas import JobStatus, ManifestRow
 from offpeak.state import jobs as state
 from offpeak.state.db import Database
 from offpeak.state.models import Job
@@ -57,7 +57,7 @@ def open_job(
         id=job_id,
         model=group.engine_model,
         deployment=deployment,
-        status="created",
+        status=JobStatus.CREATED,
         manifest_key=key,
         request_count=len(candidates),
         attempts=0,

@@ -16,7 +16,6 @@ from offpeak.catalog.models import ModelRegistry
 from offpeak.clock import now
 from offpeak.config import Settings
 from offpeak.engine import EngineRequest, EngineResult
-from offpeak.engine.sampling import INVALID_REQUEST
 from offpeak.engine.weights import resolve_weights
 from offpeak.errors import ObjectExists
 from offpeak.ingest.segments import read_segment
@@ -25,7 +24,9 @@ from offpeak.run.launch import read_manifest
 from offpeak.schemas import (
     ChatCompletionRequest,
     EmbeddingRequest,
+    ErrorCode,
     ErrorInfo,
+    JobStatus,
     ManifestRow,
     ResultRow,
 )
@@ -108,7 +109,7 @@ class JobRunner:
         state.update_job(
             self.db,
             job_id,
-            status="running",
+            status=JobStatus.RUNNING,
             started_at=now(),
             runner=f"{socket.gethostname()}:{os.getpid()}",
         )
@@ -138,7 +139,7 @@ class JobRunner:
         )
         if self._account is not None:
             self._account(job_id)
-        state.update_job(self.db, job_id, status="completed")
+        state.update_job(self.db, job_id, status=JobStatus.COMPLETED)
         return report
 
     def close(self) -> None:
@@ -202,6 +203,8 @@ class JobRunner:
                     f"({where}: {first['msg']})"
                 )
                 refused.append(
-                    EngineResult(rid, None, ErrorInfo(code=INVALID_REQUEST, message=message), 0, 0)
+                    EngineResult(
+                        rid, None, ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=message), 0, 0
+                    )
                 )
         return requests, refused, {rid: model for rid, (model, _) in found.items()}

@@ -11,12 +11,11 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from offpeak.errors import NotFound
-from offpeak.schemas import CarbonObject, Status
+from offpeak.schemas import ACTIVE_JOB_STATUSES, CarbonObject, ErrorCode, JobStatus, Status
 from offpeak.state.db import Database
 from offpeak.state.models import ApiKey, Batch, Job, Request
 
 ID_CHUNK = 5000
-ACTIVE_JOB_STATUSES = ("created", "launched", "running")
 
 
 # Requests of a dataset still being registered wait until all of its rows are in.
@@ -237,7 +236,9 @@ def fail_job(db: Database, job_id: str, code: str, message: str, at: int) -> int
             .values(status=Status.FAILED.value, error_code=code, error_message=message, ended_at=at)
         )
         session.execute(
-            update(Job).where(Job.id == job_id).values(status="failed", error=message, ended_at=at)
+            update(Job)
+            .where(Job.id == job_id)
+            .values(status=JobStatus.FAILED, error=message, ended_at=at)
         )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -250,7 +251,7 @@ def expire_overdue(db: Database, at: int) -> int:
             .where(Request.status == Status.REGISTERED.value, Request.expires_at < at)
             .values(
                 status=Status.FAILED.value,
-                error_code="expired",
+                error_code=ErrorCode.EXPIRED,
                 error_message="the request could not run before its completion window ended",
                 ended_at=at,
             )
