@@ -37,7 +37,6 @@ UPLOAD_CHUNK = 1 << 20
 Progress = Callable[[int, int | None], None]
 ResultsFormat = Literal["jsonl", "parquet"]
 M = TypeVar("M", bound=BaseModel)
-FINAL = frozenset({"completed", "failed", "cancelled"})
 
 
 def _message(body: Any, fallback: str) -> str:
@@ -259,7 +258,7 @@ class OffpeakClient:
             batch = self.get_batch(batch_id)
             if on_update:
                 on_update(batch)
-            if batch.status in FINAL:
+            if batch.status.is_final:
                 return batch
             if deadline is not None and time.monotonic() > deadline:
                 raise ClientError(

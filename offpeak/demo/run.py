@@ -52,11 +52,12 @@ from offpeak.demo.display import (
 from offpeak.engine.tiny import is_built
 from offpeak.errors import OffpeakError
 from offpeak.ingest.estimate import estimate_tokens
+from offpeak.plan.gather import forecast_hours, read_forecasts
 from offpeak.plan.pending import PendingGroup, PendingUnit
 from offpeak.plan.planner import pools_from_specs
 from offpeak.plan.policy import Tick, carbon
 from offpeak.plan.report import plan_markdown
-from offpeak.schemas import ChatCompletionRequest, window_seconds
+from offpeak.schemas import FINAL_STATUSES, ChatCompletionRequest, window_seconds
 from offpeak.state.batches import batch_carbon
 from offpeak.state.db import Database
 from offpeak.state.models import ApiKey, Batch, Job, Request
@@ -79,7 +80,6 @@ DEMO_SETTINGS = {
     # scheduler's first run then comes within seconds, not up to a minute late.
     "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
 }
-FINAL = {"completed", "failed", "cancelled"}
 STATUSES = ("registered", "in_progress", "completed", "failed")
 FINAL_RUN = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -347,12 +347,9 @@ def show_day_plan(batches: list[DemoBatch]) -> None:
         )
         for engine, n in counts.items()
     ]
-    zones = {p.zone for p in pools}
-    forecasts, sources = {}, {}
     with open_provider(settings) as provider:
-        for zone in zones:
-            forecast = provider.forecast(zone, at, 25)
-            forecasts[zone], sources[zone] = forecast.on_hours(at, 25), forecast.source
+        zones, hours = (p.zone for p in pools), forecast_hours(groups, at)
+        forecasts, sources = read_forecasts(provider, zones, at, hours)
     decision = carbon(Tick(at, groups, pools, registry, settings.job_max_requests, forecasts))
     title = f"The demo's batches x {PLAN_SCALE:,}, due in 24 h"
     for line in plan_markdown(decision.plan, groups, pools, forecasts, sources, title).splitlines():
@@ -382,13 +379,13 @@ def wait_done(stack: Stack, db: Database, batches: list[DemoBatch], singles: lis
             parts, ended = [], True
             for batch in batches:
                 body = get_json(session, f"{stack.base_url}/batches/{batch.id}")
-                ended &= body["status"] in FINAL
+                ended &= body["status"] in FINAL_STATUSES
                 parts.append(f"{batch.name} {slashed(body['request_counts'])}")
             statuses = Counter(
                 get_json(session, f"{stack.base_url}/requests/{rid}/status")["status"]
                 for rid in singles
             )
-            ended &= set(statuses) <= FINAL
+            ended &= set(statuses) <= FINAL_STATUSES
             parts.append(f"singles {slashed(statuses)}")
             with db.session() as db_session:
                 job_ids = select(Request.job_id).where(Request.id.in_(all_ids))

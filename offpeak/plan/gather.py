@@ -54,7 +54,7 @@ def unbroken(dense: np.ndarray) -> np.ndarray:
     return dense[: gaps[0]] if len(gaps) else dense
 
 
-def forecasts(
+def read_forecasts(
     provider: CarbonProvider, zones: Iterable[str], at: datetime, hours: int
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Each zone's hourly forecast from the hour of ``at``, as far as it is unbroken,
@@ -93,7 +93,7 @@ def gather(
     sources: dict[str, str] = {}
     if provider is not None and groups:
         hours = forecast_hours(groups, at)
-        series, sources = forecasts(provider, (p.zone for p in pools), at, hours)
+        series, sources = read_forecasts(provider, (p.zone for p in pools), at, hours)
     return Tick(
         at,
         groups,

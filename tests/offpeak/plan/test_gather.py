@@ -24,9 +24,9 @@ from offpeak.plan.gather import (
     busy_pools,
     decide,
     forecast_hours,
-    forecasts,
     gather,
     plan_tick,
+    read_forecasts,
     unbroken,
 )
 from offpeak.plan.pending import PendingGroup, PendingUnit
@@ -114,7 +114,7 @@ def test_a_forecast_is_cut_at_its_first_gap() -> None:
 
 def test_forecasts_of_each_zone_once_up_to_their_first_gap() -> None:
     provider = TableProvider({"GB": [300.0, 200.0, None, 50.0, 50.0], "DE": [400.0] * 10})
-    series, sources = forecasts(provider, ["GB", "DE", "GB"], AT + timedelta(minutes=30), 5)
+    series, sources = read_forecasts(provider, ["GB", "DE", "GB"], AT + timedelta(minutes=30), 5)
     assert provider.asked == [("DE", 5), ("GB", 5)]
     assert series["GB"].tolist() == [300.0, 200.0]  # not across the missing hour
     assert series["DE"].tolist() == [400.0] * 5
@@ -123,7 +123,7 @@ def test_forecasts_of_each_zone_once_up_to_their_first_gap() -> None:
 
 def test_a_forecast_missing_the_current_hour_is_no_signal() -> None:
     provider = TableProvider({"GB": [None, 50.0, 50.0]})
-    series, _ = forecasts(provider, ["GB"], AT, 3)
+    series, _ = read_forecasts(provider, ["GB"], AT, 3)
     assert series["GB"].tolist() == []
 
 
