@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
-import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+from cachetools import TTLCache
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import event, inspect
+from sqlalchemy.orm import Session, object_session
 from starlette.concurrency import run_in_threadpool
 
 from offpeak.catalog.models import ModelRegistry
@@ -20,34 +23,74 @@ from offpeak.state.db import Database
 from offpeak.state.models import ApiKey
 from offpeak.storage import ObjectStore
 
-# A key's row is re-read at most this often: revocation and balance changes take
-# effect within this many seconds, and the hot path skips a query per request.
-AUTH_CACHE_SECONDS = 2.0
+AUTH_CACHE_ENTRIES = 10_000  # keys remembered at once; the least recently used go first
 
 
-@dataclass
 class AuthCache:
-    ttl: float = AUTH_CACHE_SECONDS
-    _entries: dict[str, tuple[float, ApiKey]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    """Keys that authenticated in the last ``ttl`` seconds, by secret, so the hot path
+    skips a query per call. Another process's revocation (another replica, `offpeak
+    keys revoke`) takes effect within ``ttl``; one committed in this process, at once.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        # cachetools caches are not thread-safe: the event loop reads, the thread pool
+        # writes. No TTL means no cache (cachetools would keep entries already expired).
+        self._keys: TTLCache[str, ApiKey] | None = (
+            TTLCache(AUTH_CACHE_ENTRIES, ttl) if ttl > 0 else None
+        )
+        self._lock = threading.Lock()
+        self._revocations = 0  # bumped by every revocation: see authenticate()
+        _caches.add(self)
 
     def cached(self, secret: str | None) -> ApiKey | None:
         """The key for ``secret`` if it authenticated less than ``ttl`` seconds ago."""
-        if not secret:
+        if not secret or self._keys is None:
             return None
         with self._lock:
-            hit = self._entries.get(secret)
-        return hit[1] if hit and hit[0] > time.monotonic() else None
+            return self._keys.get(secret)
 
     def authenticate(self, db: Database, secret: str | None) -> ApiKey:
         if (key := self.cached(secret)) is not None:
             return key
+        with self._lock:
+            seen = self._revocations
         key = keys.authenticate(db, secret)
         with self._lock:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[secret] = (time.monotonic() + self.ttl, key)  # type: ignore[index]
+            # A revocation committed while we read may have found nothing to drop yet:
+            # what we read is then possibly stale and must not be remembered.
+            if secret and self._keys is not None and seen == self._revocations:
+                self._keys[secret] = key
         return key
+
+    def forget(self, key_ids: set[str]) -> None:
+        """Drop the cached entries of these keys: they were just revoked."""
+        with self._lock:
+            self._revocations += 1
+            if self._keys is not None:
+                for secret in [s for s, key in self._keys.items() if key.id in key_ids]:
+                    del self._keys[secret]
+
+
+# Every AuthCache of this process, told of each revocation this process commits,
+# whichever code path revokes (`keys.revoke_key` today, an admin route tomorrow).
+_caches: weakref.WeakSet[AuthCache] = weakref.WeakSet()
+_REVOKED = "offpeak.revoked_keys"  # Session.info entry: keys revoked in this transaction
+
+
+@event.listens_for(ApiKey, "after_update")
+def _note_revocation(_mapper: Any, _connection: Any, key: ApiKey) -> None:
+    revoked = key.revoked_at is not None and inspect(key).attrs.revoked_at.history.added
+    if revoked and (session := object_session(key)) is not None:
+        session.info.setdefault(_REVOKED, set()).add(key.id)
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_revoked(session: Session) -> None:
+    # After the commit, not at the flush: a cache miss in between would read the
+    # uncommitted (still active) row and remember it again.
+    if revoked := session.info.pop(_REVOKED, None):
+        for cache in list(_caches):
+            cache.forget(revoked)
 
 
 @dataclass
@@ -60,7 +103,10 @@ class Services:
     registry: ModelRegistry
     writer: SealWriter
     committer: GroupCommitter
-    auth: AuthCache = field(default_factory=AuthCache)
+    auth: AuthCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.auth = AuthCache(self.settings.auth_cache_seconds)
 
 
 async def get_services(request: Request) -> Services:

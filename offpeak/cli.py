@@ -11,6 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.table import Table
 
 from offpeak.config import get_settings
 from offpeak.errors import OffpeakError
@@ -19,6 +21,37 @@ from offpeak.state.db import Database
 
 def _db() -> Database:
     return Database(get_settings().database_url)
+
+
+def _table(*columns: str) -> Table:
+    """A borderless table: a header, then one whitespace-separated line per row, so
+    `awk` and `grep` read it as well as people do. ``>name`` right-aligns a column."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in columns:
+        right = column.startswith(">")
+        table.add_column(column.lstrip(">"), justify="right" if right else "left", no_wrap=True)
+    return table
+
+
+def _print(table: Table) -> None:
+    """Print ``table`` at its natural width: ids are never cut to fit a narrow terminal
+    (a long line wraps there as any long line does), and pipes see every character."""
+
+    def console(width: int) -> Console:
+        # Cells are data, not markup: a key named "[red]" or ":smile:" prints as written.
+        return Console(
+            width=width,
+            markup=False,
+            emoji=False,
+            highlight=False,
+            force_terminal=sys.stdout.isatty(),
+        )
+
+    natural = console(1 << 16).measure(table).maximum
+    with (out := console(natural)).capture() as captured:
+        out.print(table)
+    for line in captured.get().splitlines():
+        click.echo(line.rstrip())  # without the padding of the last column
 
 
 class _CleanErrors(click.Group):
@@ -96,20 +129,23 @@ def keys_list(as_json: bool) -> None:
     """List keys (never their secrets)."""
     from offpeak.state.keys import list_keys
 
+    table = _table("id", "prefix", ">balance", "state", "name")
     for key in list_keys(_db()):
-        row = {
-            "id": key.id,
-            "name": key.name,
-            "prefix": key.prefix,
-            "credits_usd": float(key.credits_usd),
-            "created_at": key.created_at,
-            "revoked_at": key.revoked_at,
-        }
         if as_json:
+            row = {
+                "id": key.id,
+                "name": key.name,
+                "prefix": key.prefix,
+                "credits_usd": float(key.credits_usd),
+                "created_at": key.created_at,
+                "revoked_at": key.revoked_at,
+            }
             click.echo(json.dumps(row))
         else:
             state = "revoked" if key.revoked_at else "active"
-            click.echo(f"{key.id}  {key.prefix}…  ${key.credits_usd:>10.2f}  {state:7}  {key.name}")
+            table.add_row(key.id, f"{key.prefix}…", f"${key.credits_usd:.2f}", state, key.name)
+    if not as_json:
+        _print(table)
 
 
 @keys.command("revoke")
@@ -198,8 +234,11 @@ def seal() -> None:
 
     settings = get_settings()
     results = seal_all(_db(), open_store(settings), settings.seal_rows)
-    for result in results:
-        click.echo(f"{result.rows:>7} rows -> {result.segment}")
+    if results:
+        table = _table(">rows", "segment")
+        for result in results:
+            table.add_row(str(result.rows), str(result.segment))
+        _print(table)
     click.echo(f"sealed {sum(r.rows for r in results)} requests into {len(results)} segments")
 
 

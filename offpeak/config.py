@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         default_factory=lambda data: data["data_dir"] / "cache",
         description="Engine caches (vLLM's inspected and compiled artefacts): <data_dir>/cache.",
     )
+    auth_cache_seconds: Annotated[float, Field(ge=0, le=10)] = Field(
+        2.0,
+        description="Seconds an API process reuses a key it authenticated, sparing a database "
+        "read per call (0 disables; at most 10). A key revoked through the same process "
+        "is refused at once; an API process elsewhere (another replica, or `offpeak keys "
+        "revoke` run beside it) refuses it within this many seconds, as do balance changes.",
+    )
     scheduler_interval: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds between scheduler runs under `offpeak serve`."
     )

@@ -6,7 +6,7 @@ Retried: timeouts and network errors, 429 and 5xx (exponential backoff with jitt
 Electricity Maps also answers 401 when it throttles. Not retried: a refusal that names
 the plan ("Token unauthorized for zoneKey", "Endpoint not available"), 403, 404 and
 other 4xx. The sleeper, the random source and the clock are injectable so tests run
-instantly.
+instantly. Retries run on tenacity, the cache is a cachetools ``TTLCache``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ import logging
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
+import tenacity
+from cachetools import TTLCache
 from pydantic import BaseModel, ValidationError
 
 from offpeak.errors import (
@@ -34,6 +37,8 @@ log = logging.getLogger(__name__)
 
 Params = Mapping[str, str | int | float]
 Model = TypeVar("Model", bound=BaseModel)
+Budget = Literal["transient", "unauthorized"]
+CACHE_ENTRIES = 256  # answers kept: a tick asks for a handful of zones and windows
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,10 @@ class RetryPolicy:
     base_delay: float = 0.5  # seconds before the first retry, doubling after each
     max_delay: float = 10.0  # longest single wait, Retry-After included
 
+    def limit(self, budget: Budget) -> int:
+        """Tries in all that ``budget`` allows."""
+        return self.attempts if budget == "transient" else self.unauthorized_attempts
+
     def delay(self, retry: int, rng: random.Random, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number ``retry`` (1-based)."""
         if retry_after is not None:
@@ -53,40 +62,36 @@ class RetryPolicy:
         return ceiling * (0.5 + 0.5 * rng.random())  # "equal jitter": never below half
 
 
-class TTLCache:
-    """A small dict whose entries expire ``ttl`` seconds after they were stored."""
-
-    def __init__(
-        self, ttl: float, *, max_entries: int = 256, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.ttl = ttl
-        self._max = max_entries
-        self._clock = clock
-        self._entries: dict[object, tuple[float, Any]] = {}
-
-    def get(self, key: object) -> Any | None:
-        entry = self._entries.get(key)
-        if entry is None or entry[0] <= self._clock():
-            self._entries.pop(key, None)
-            return None
-        return entry[1]
-
-    def put(self, key: object, value: Any) -> None:
-        if self.ttl <= 0:
-            return
-        now = self._clock()
-        self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
-        while len(self._entries) >= self._max:
-            del self._entries[next(iter(self._entries))]  # the oldest insertion
-        self._entries[key] = (now + self.ttl, value)
-
-
 class _Retry(Exception):
     """Internal: this answer is worth another try after ``delay`` seconds (if given)."""
 
-    def __init__(self, error: CarbonSignalError, budget: str, retry_after: float | None = None):
+    def __init__(
+        self, error: CarbonSignalError, budget: Budget, retry_after: float | None = None
+    ) -> None:
         super().__init__(error.message)
         self.error, self.budget, self.retry_after = error, budget, retry_after
+
+
+def _failure(state: tenacity.RetryCallState) -> _Retry:
+    """The :class:`_Retry` the attempt behind ``state`` raised."""
+    assert state.outcome is not None  # tenacity asks only after an attempt failed
+    failure = state.outcome.exception()
+    assert isinstance(failure, _Retry)  # only _Retry is retried
+    return failure
+
+
+class _Budgets(tenacity.stop.stop_base):
+    """Stop once one kind of failure used up its own tries: a throttling 401 and a
+    flaky server are counted apart, as one call may meet both."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        self._tries: Counter[str] = Counter()
+
+    def __call__(self, state: tenacity.RetryCallState) -> bool:
+        budget = _failure(state).budget
+        self._tries[budget] += 1
+        return self._tries[budget] >= self._policy.limit(budget)
 
 
 class JsonClient:
@@ -114,7 +119,10 @@ class JsonClient:
         self._owns_client = client is None
         self._client = client or httpx.Client(follow_redirects=True)
         self._retry = retry or RetryPolicy()
-        self._cache = TTLCache(cache_seconds, clock=clock)
+        # No TTL means no cache: cachetools would store entries already expired.
+        self._cache: TTLCache[object, Any] | None = (
+            TTLCache(CACHE_ENTRIES, cache_seconds, timer=clock) if cache_seconds > 0 else None
+        )
         self._plan_refusal = plan_refusal
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -126,31 +134,34 @@ class JsonClient:
     def get(self, path: str, params: Params | None = None) -> Any:
         """The decoded JSON body of ``GET base_url + path``, from the cache if fresh."""
         key = (path, tuple(sorted((params or {}).items())))
-        cached = self._cache.get(key)
-        if cached is not None:
+        if self._cache is not None and (cached := self._cache.get(key)) is not None:
             return cached
         body = self._get_with_retries(path, params)
-        self._cache.put(key, body)
+        if self._cache is not None:
+            self._cache[key] = body
         return body
 
     def _get_with_retries(self, path: str, params: Params | None) -> Any:
-        tries = {"transient": 0, "unauthorized": 0}
-        limits = {
-            "transient": self._retry.attempts,
-            "unauthorized": self._retry.unauthorized_attempts,
-        }
-        while True:
-            try:
-                return self._get_once(path, params)
-            except _Retry as retry:
-                tries[retry.budget] += 1
-                if tries[retry.budget] >= limits[retry.budget]:
-                    raise retry.error from retry.__cause__
-                delay = self._retry.delay(sum(tries.values()), self._rng, retry.retry_after)
-                log.warning(
-                    "%s %s: %s; retrying in %.1f s", self.provider, path, retry.error, delay
-                )
-                self._sleep(delay)
+        def wait(state: tenacity.RetryCallState) -> float:
+            return self._retry.delay(state.attempt_number, self._rng, _failure(state).retry_after)
+
+        def announce(state: tenacity.RetryCallState) -> None:
+            delay = state.upcoming_sleep
+            error = _failure(state).error
+            log.warning("%s %s: %s; retrying in %.1f s", self.provider, path, error, delay)
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Retry),
+            stop=_Budgets(self._retry),
+            wait=wait,
+            sleep=self._sleep,
+            before_sleep=announce,
+            reraise=True,
+        )
+        try:
+            return retrying(self._get_once, path, params)
+        except _Retry as last:
+            raise last.error from last.__cause__
 
     def _get_once(self, path: str, params: Params | None) -> Any:
         url = f"{self.base_url}{path}"

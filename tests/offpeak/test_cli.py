@@ -82,3 +82,21 @@ def test_bad_setting_fails_fast_naming_it(tmp_path: Path) -> None:
 def test_api_command_documents_its_options(tmp_path: Path) -> None:
     usage = offpeak(tmp_path, "api", "--help").stdout
     assert "--host" in usage and "--port" in usage
+
+
+def test_keys_list_is_a_table_a_script_can_read(tmp_path: Path) -> None:
+    offpeak(tmp_path, "db", "upgrade")
+    odd = "team [red]x[/red] :smile: " + "long " * 20  # markup-like, wider than 80 columns
+    first = json.loads(offpeak(tmp_path, "keys", "create", "--name", odd, "--json").stdout)
+    second = json.loads(
+        offpeak(tmp_path, "keys", "create", "--name", "b", "--credits", "1234.5", "--json").stdout
+    )
+    offpeak(tmp_path, "keys", "revoke", second["id"])
+    header, *rows = offpeak(tmp_path, "keys", "list").stdout.splitlines()
+    assert header.split() == ["id", "prefix", "balance", "state", "name"]
+    parsed = [row.split(maxsplit=4) for row in rows]
+    assert parsed == [
+        [first["id"], first["key"][:10] + "…", "$10.00", "active", odd.strip()],
+        [second["id"], second["key"][:10] + "…", "$1234.50", "revoked", "b"],
+    ]
+    assert all(row == row.rstrip() and "\x1b" not in row for row in rows)
