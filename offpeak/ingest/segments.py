@@ -6,35 +6,16 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel
 
 from offpeak.ids import new_id
 from offpeak.schemas import SegmentRow
+from offpeak.schemas.arrow import arrow_schema
 from offpeak.state.requests import UnsealedRow
 from offpeak.storage import ObjectStore
-
-_ARROW_TYPES: dict[Any, pa.DataType] = {
-    str: pa.string(),
-    int: pa.int64(),
-    float: pa.float64(),
-    bool: pa.bool_(),
-}
-
-
-def arrow_schema(model: type[BaseModel]) -> pa.Schema:
-    """The Arrow schema of a flat pydantic model (one column per field, none nullable)."""
-    fields = []
-    for name, info in model.model_fields.items():
-        if info.annotation not in _ARROW_TYPES:
-            raise TypeError(f"{model.__name__}.{name}: no Arrow type for {info.annotation!r}")
-        fields.append(pa.field(name, _ARROW_TYPES[info.annotation], nullable=False))
-    return pa.schema(fields)
-
 
 SEGMENT_SCHEMA = arrow_schema(SegmentRow)
 

@@ -11,75 +11,89 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from offpeak.schemas import RequestObject
+from offpeak.schemas.arrow import arrow_schema, arrow_type, non_null
+from offpeak.schemas.results import ResultsRow
 
 BLOCK_BYTES = 16 << 20
 
-# What is read of each JSONL line (a RequestObject); other fields are skipped.
-_LINE = {
-    "id": pl.String(),
-    "status": pl.String(),
-    "metadata": pl.Struct({"custom_id": pl.String()}),
-    "result_body": pl.Struct(
-        {
-            "model": pl.String(),
-            "choices": pl.List(
-                pl.Struct(
-                    {"message": pl.Struct({"content": pl.String()}), "finish_reason": pl.String()}
-                )
-            ),
-            "usage": pl.Struct(
-                {
-                    "prompt_tokens": pl.Int64(),
-                    "completion_tokens": pl.Int64(),
-                    "total_tokens": pl.Int64(),
-                }
-            ),
-        }
-    ),
-    "error": pl.Struct({"code": pl.String(), "message": pl.String()}),
+# Where each column of the results table is in a JSONL line (a RequestObject); 0 is the
+# first item of a list (the first choice). Nothing else of a line is read.
+Path = tuple[str | int, ...]
+COLUMNS: dict[str, Path] = {
+    "custom_id": ("metadata", "custom_id"),
+    "id": ("id",),
+    "status": ("status",),
+    "content": ("result_body", "choices", 0, "message", "content"),
+    "finish_reason": ("result_body", "choices", 0, "finish_reason"),
+    "model": ("result_body", "model"),
+    "prompt_tokens": ("result_body", "usage", "prompt_tokens"),
+    "completion_tokens": ("result_body", "usage", "completion_tokens"),
+    "total_tokens": ("result_body", "usage", "total_tokens"),
+    "error_code": ("error", "code"),
+    "error_message": ("error", "message"),
 }
+RESULTS_SCHEMA = arrow_schema(ResultsRow)
 
-RESULTS_SCHEMA = pa.schema(
-    [
-        pa.field("custom_id", pa.string()),
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("content", pa.string()),
-        pa.field("finish_reason", pa.string()),
-        pa.field("model", pa.string()),
-        pa.field("prompt_tokens", pa.int64()),
-        pa.field("completion_tokens", pa.int64()),
-        pa.field("total_tokens", pa.int64()),
-        pa.field("error_code", pa.string()),
-        pa.field("error_message", pa.string()),
-    ]
-)
+
+def _line_type(column: str, path: Path) -> pa.DataType:
+    """The type of a line's value at ``path``: RequestObject's own as far as it types
+    the path; the results column's inside free-form JSON (metadata, result_body)."""
+    model: type[BaseModel] = RequestObject
+    for depth, step in enumerate(path):
+        annotation, _ = non_null(model.model_fields[str(step)].annotation)
+        if depth == len(path) - 1:
+            return arrow_type(annotation)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return RESULTS_SCHEMA.field(column).type
+
+
+def _nested(node: pa.DataType | dict[str | int, Any]) -> pa.DataType:
+    if isinstance(node, pa.DataType):
+        return node
+    if list(node) == [0]:
+        return pa.list_(_nested(node[0]))
+    return pa.struct([pa.field(str(key), _nested(value)) for key, value in node.items()])
+
+
+def _line_schema() -> pl.Schema:
+    """The part of a JSONL line the table reads, typed for polars."""
+    tree: dict[str | int, Any] = {}
+    for column, path in COLUMNS.items():
+        node = tree
+        for step in path[:-1]:
+            node = node.setdefault(step, {})
+        node[path[-1]] = _line_type(column, path)
+    fields = [pa.field(str(name), _nested(node)) for name, node in tree.items()]
+    return pl.from_arrow(pa.schema(fields).empty_table()).schema  # type: ignore[union-attr]
+
+
+_LINE = _line_schema()
+
+
+def _value(path: Path) -> pl.Expr:
+    expr = pl.col(str(path[0]))
+    for step in path[1:]:
+        if isinstance(step, int):
+            expr = expr.list.get(step, null_on_oob=True)
+        else:
+            expr = expr.struct.field(step)
+    return expr
 
 
 def results_frame(lines: bytes) -> pl.DataFrame:
     """The result rows of a block of JSONL lines (pure: no I/O)."""
     frame = pl.read_ndjson(io.BytesIO(lines), schema=_LINE)
-    result = pl.col("result_body")
-    first = result.struct.field("choices").list.first()
-    usage = result.struct.field("usage")
-    return frame.select(
-        pl.col("metadata").struct.field("custom_id").alias("custom_id"),
-        "id",
-        "status",
-        first.struct.field("message").struct.field("content").alias("content"),
-        first.struct.field("finish_reason").alias("finish_reason"),
-        result.struct.field("model").alias("model"),
-        usage.struct.field("prompt_tokens").alias("prompt_tokens"),
-        usage.struct.field("completion_tokens").alias("completion_tokens"),
-        usage.struct.field("total_tokens").alias("total_tokens"),
-        pl.col("error").struct.field("code").alias("error_code"),
-        pl.col("error").struct.field("message").alias("error_message"),
-    )
+    return frame.select(_value(path).alias(column) for column, path in COLUMNS.items())
 
 
 def line_blocks(stream: BinaryIO, size: int = BLOCK_BYTES) -> Iterator[bytes]:

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 
 from offpeak.catalog.models import ModelRegistry
 from offpeak.engine import EngineResult
-from offpeak.ingest.segments import arrow_schema
 from offpeak.schemas import ResultRow, Status
+from offpeak.schemas.arrow import arrow_schema
 from offpeak.state.jobs import Outcome
 from offpeak.storage import ObjectStore
 

@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from offpeak.ids import new_id
-from offpeak.ingest.segments import arrow_schema
 from offpeak.plan.pending import PendingGroup
 from offpeak.run.chunk_files import manifest_key
 from offpeak.schemas import JobStatus, ManifestRow
+from offpeak.schemas.arrow import arrow_schema
 from offpeak.state import jobs as state
 from offpeak.state.db import Database
 from offpeak.state.models import Job

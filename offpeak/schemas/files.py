@@ -1,6 +1,6 @@
 """Rows of the Parquet files in object storage: segments, chunk results, job manifests.
 
-Their Arrow schemas derive from these models (``offpeak.ingest.segments.arrow_schema``)."""
+Their Arrow schemas derive from these models (``offpeak.schemas.arrow.arrow_schema``)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ import io
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from offpeak.publish.parquet import RESULTS_SCHEMA, line_blocks, parquet_from_jsonl
+from offpeak.publish.parquet import COLUMNS, RESULTS_SCHEMA, line_blocks, parquet_from_jsonl
 from offpeak.schemas import ErrorInfo, RequestObject, Status
+from offpeak.schemas.results import ResultsRow
 
 
 def line(i: int, *, failed: bool = False, custom_id: object = None) -> str:
@@ -77,3 +78,31 @@ def test_line_blocks_never_split_a_line() -> None:
     blocks = list(line_blocks(io.BytesIO(text), size=17))
     assert b"".join(blocks) == text
     assert all(b.endswith(b"\n") for b in blocks[:-1])
+
+
+def test_every_column_of_the_results_row_is_read_from_the_line() -> None:
+    assert RESULTS_SCHEMA.names == list(ResultsRow.model_fields) == list(COLUMNS)
+    assert not RESULTS_SCHEMA.field("id").nullable and RESULTS_SCHEMA.field("custom_id").nullable
+
+
+def test_lines_without_choices_give_empty_text_columns() -> None:
+    embedding = {
+        "object": "list",
+        "model": "e",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}],
+        "usage": {"prompt_tokens": 3, "total_tokens": 3},
+    }
+    empty = {"model": "m", "choices": [], "usage": None}
+    objects = [
+        RequestObject(
+            id=f"{i:024x}", status=Status.COMPLETED, created_at=1, expires_at=2, result_body=body
+        )
+        for i, body in enumerate([embedding, empty])
+    ]
+    text = "".join(obj.model_dump_json() + "\n" for obj in objects)
+    rows = convert(text + text, block=len(text) // 2).to_pylist()
+    assert [(r["content"], r["model"], r["prompt_tokens"]) for r in rows[:2]] == [
+        (None, "e", 3),
+        (None, "m", None),
+    ]
+    assert rows[0]["custom_id"] is None and rows[0]["completion_tokens"] is None
