@@ -26,7 +26,7 @@ from rich.progress import (
 )
 
 from offpeak.client.http import OffpeakClient, results_format
-from offpeak.schemas import BatchObject, DatasetMapping
+from offpeak.schemas import BatchObject, DatasetMapping, Status
 
 console = Console(stderr=True)
 
@@ -195,7 +195,7 @@ def submit(
         batch = _watch(client, batch, poll)
         click.echo(_summary(batch), err=True)
         if output is not None:
-            if batch.status == "cancelled":
+            if batch.status == Status.CANCELLED:
                 raise click.ClickException(f"batch {batch.id} was cancelled: no results")
             _download(client, batch.id, output)
 
