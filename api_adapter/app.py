@@ -6,11 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api_adapter import errors
 from api_adapter.deps import Services
-from api_adapter.limits import BodyLimits
+from api_adapter.limits import BodyLimits, path_ids
 from api_adapter.routes import batches, datasets, meta, openai, requests
 from offpeak import __version__
 from offpeak.config import Settings, get_settings
@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Asynchronous LLM inference that runs when and where the grid is cleanest. "
         "Speaks the EXXA batch API, and the OpenAI Batch API under /openai/v1.",
         lifespan=lifespan,
+        # Ids in paths are checked once here, for every route, before any query.
+        dependencies=[Depends(path_ids)],
     )
     app.add_middleware(
         BodyLimits,

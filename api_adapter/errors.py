@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from botocore.exceptions import BotoCoreError
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api_adapter.outages import DATABASE_DOWN, RETRY_AFTER_SECONDS, Outages, unavailable
 from offpeak import errors
+from offpeak.schemas.strict_json import dotted
 
 STATUS: list[tuple[type[errors.OffpeakError], int]] = [
     (errors.UnknownModel, 422),
@@ -62,8 +66,44 @@ def error_response(status: int, code: str, detail: object) -> JSONResponse:
     return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
 
 
+def unsafe_json_error(
+    path: str, exc: errors.UnsafeJson, *, where: str = "body"
+) -> tuple[int, dict[str, object]]:
+    """The answer to a body or query value no store can keep: 422 naming its location
+    (``where`` is ``body`` or ``query``), 400 on the OpenAI routes."""
+    if is_openai(path):
+        return 400, openai_error_body(400, exc.code, exc.message, dotted(exc.loc) or None)
+    detail = [{"loc": [where, *exc.loc], "msg": exc.message, "type": exc.code}]
+    return 422, {"detail": detail, "code": exc.code}
+
+
+def _unavailable_response(request: Request, outage: errors.DependencyUnavailable) -> JSONResponse:
+    outages: Outages = request.app.state.outages
+    outages.down(outage, getattr(request.app.state, "services", None))
+    if is_openai(request.url.path):
+        response = openai_error(503, outage.code, outage.message)
+    else:
+        response = error_response(503, outage.code, outage.message)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+async def _dependency_error(request: Request, exc: Exception) -> JSONResponse:
+    """SQLAlchemy's and botocore's errors: 503 when the service is out of reach."""
+    if (outage := unavailable(exc)) is None:
+        raise exc  # a bug, not an outage: the 500 handler logs its traceback
+    return _unavailable_response(request, outage)
+
+
 async def _offpeak_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.OffpeakError)
+    if isinstance(exc, errors.StorageError | errors.DependencyUnavailable) and (
+        outage := unavailable(exc)
+    ):
+        return _unavailable_response(request, outage)
+    if isinstance(exc, errors.UnsafeJson):
+        status, body = unsafe_json_error(request.url.path, exc)
+        return JSONResponse(body, status_code=status)
     status = status_of(exc)
     if is_openai(request.url.path):
         if isinstance(exc, errors.BatchInputInvalid):
@@ -107,6 +147,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    app.state.outages = Outages()
     app.add_exception_handler(errors.OffpeakError, _offpeak_error)
+    for driver_error in (DBAPIError, *DATABASE_DOWN, BotoCoreError):
+        app.add_exception_handler(driver_error, _dependency_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

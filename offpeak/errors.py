@@ -38,6 +38,25 @@ class InvalidInput(OffpeakError, ValueError):
     code = "invalid_input"
 
 
+class UnsafeJson(InvalidInput):
+    """A JSON body holds a value the stores cannot keep or every reader cannot read back.
+
+    ``loc`` is the value's path from the document's root (keys and list indexes). Codes:
+    ``json_invalid`` (not JSON), ``invalid_utf8``, ``non_finite_number`` (NaN, Infinity),
+    ``number_out_of_range`` (a float past double range, an integer past 64 bits),
+    ``nul_character``, ``lone_surrogate``, ``json_too_deep``, ``json_too_many_items``.
+    """
+
+    code = "json_invalid"
+
+    def __init__(
+        self, message: str, loc: tuple[str | int, ...] = (), *, code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.loc = loc
+
+
+
 class UnknownModel(InvalidInput):
     """The requested model is not served here."""
 
@@ -115,6 +134,24 @@ class StorageError(OffpeakError, OSError):
     """Object storage failed or refused an operation."""
 
     code = "storage_error"
+
+
+class DependencyUnavailable(OffpeakError, ConnectionError):
+    """A service offpeak depends on cannot be reached now; retrying later may succeed."""
+
+    code = "dependency_unavailable"
+
+
+class DatabaseUnavailable(DependencyUnavailable):
+    """The state database refuses connections, dropped one, or does not answer in time."""
+
+    code = "database_unavailable"
+
+
+class StorageUnavailable(StorageError, DependencyUnavailable):
+    """The object store cannot be reached (connection refused or closed, timeout)."""
+
+    code = "storage_unavailable"
 
 
 class ObjectExists(StorageError, FileExistsError):

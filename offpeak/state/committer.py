@@ -90,6 +90,9 @@ class GroupCommitter:
         try:
             self._inserter.insert([row])
         except Exception as exc:  # handed to the waiting caller
-            log.error("could not commit request %s: %s", row.get("id"), exc)
+            # A database out of reach fails every row alike: the caller reports that
+            # (the API logs once per outage), not a line per row here.
+            if not isinstance(exc, self._inserter.db.engine.dialect.loaded_dbapi.OperationalError):
+                log.error("could not commit request %s: %s", row.get("id"), exc)
             return exc
         return None
