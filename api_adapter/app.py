@@ -25,7 +25,11 @@ def open_services(settings: Settings) -> Services:
     """The core's services (the one wiring), plus the API's own: seal writer, committer."""
     core = services(settings)
     writer = SealWriter(
-        core.db, core.store, interval=settings.seal_interval, rows=settings.seal_rows
+        core.db,
+        core.store,
+        interval=settings.seal_interval,
+        rows=settings.seal_rows,
+        max_buffer=settings.seal_buffer_rows,
     )
     committer = GroupCommitter(core.db, on_commit=writer.accepted)
     return Services(settings, core.db, core.store, core.registry, writer, committer)

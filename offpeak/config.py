@@ -66,6 +66,16 @@ class Settings(BaseSettings):
     seal_rows: Annotated[int, Field(gt=0)] = Field(
         10_000, description="Seal at once when this many accepted requests wait unsealed."
     )
+    seal_buffer_rows: Annotated[int, Field(gt=0)] = Field(
+        50_000,
+        description="Most accepted requests the API's seal writer holds in memory; past "
+        "that (S3 down, a slow store), they are sealed later from the database instead.",
+    )
+    ready_max_seal_lag: Annotated[float, Field(gt=0)] = Field(
+        120.0,
+        description="`/readyz` answers 503 (`sealing`) when the seal writer's last successful "
+        "pass is older than this many seconds.",
+    )
     api_host: str = Field("127.0.0.1", description="Interface the HTTP API listens on.")
     api_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         8000, description="Port the HTTP API listens on (0 picks a free one)."

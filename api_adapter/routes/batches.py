@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from api_adapter.deps import KeyDep, ServicesDep
+from api_adapter.idempotency import IdempotentRoute, idempotent
 from api_adapter.streaming import JSONL, PAGE, jsonl, paged
 from offpeak.clock import now
 from offpeak.errors import Conflict
@@ -20,7 +21,7 @@ from offpeak.state.keys import require_balance
 from offpeak.state.models import Batch
 from offpeak.state.requests import cancel_request
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = APIRouter(prefix="/v1/batches", tags=["batches"], route_class=IdempotentRoute)
 PARQUET = "application/vnd.apache.parquet"
 
 
@@ -32,6 +33,7 @@ def _with_counts(services: ServicesDep, rows: list[Batch]) -> list[BatchObject]:
 
 
 @router.post("", status_code=201, response_model=BatchObject)
+@idempotent
 def create_batch(create: BatchCreate, key: KeyDep, services: ServicesDep) -> BatchObject:
     """Group your requests into a batch: all of them or none (404/409 name the culprits)."""
     require_balance(key, services.settings.min_balance_usd)

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from api_adapter.deps import KeyDep, ServicesDep
+from api_adapter.idempotency import IdempotentRoute, idempotent
 from offpeak.clock import now
 from offpeak.errors import DatasetError
 from offpeak.ingest.datasets import DatasetFile, S3Access, format_of, ingest_dataset
@@ -24,7 +25,7 @@ from offpeak.state import batches as state
 from offpeak.state.keys import require_balance
 
 PATH = "/v1/datasets"
-router = APIRouter(prefix=PATH, tags=["datasets"])
+router = APIRouter(prefix=PATH, tags=["datasets"], route_class=IdempotentRoute)
 
 SOURCE_DESCRIPTION = (
     "`s3://bucket/key` of a dataset the service reads from its object store's S3 endpoint, "
@@ -123,6 +124,7 @@ def _format_of_name(name: str) -> DatasetFormat | None:
         },
     },
 )
+@idempotent
 async def submit_dataset(request: Request, key: KeyDep, services: ServicesDep) -> BatchObject:
     """Submit a dataset as one batch: each row becomes a request (column mapping in the query)."""
     require_balance(key, services.settings.min_balance_usd)

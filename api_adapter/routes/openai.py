@@ -15,6 +15,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from api_adapter.deps import KeyDep, Services, ServicesDep
+from api_adapter.idempotency import IdempotentRoute, idempotent
 from offpeak.clock import now
 from offpeak.errors import Conflict, InvalidInput
 from offpeak.ids import new_id
@@ -37,7 +38,7 @@ from offpeak.state.models import Batch, OpenAIBatch, OpenAIFile
 
 PREFIX = "/openai/v1"
 FILES_PATH = f"{PREFIX}/files"
-router = APIRouter(prefix=PREFIX, tags=["openai"])
+router = APIRouter(prefix=PREFIX, tags=["openai"], route_class=IdempotentRoute)
 
 
 # --- files -----------------------------------------------------------------------------
@@ -53,6 +54,7 @@ def _size(upload: UploadFile) -> int:
 
 
 @router.post("/files", response_model=FileObject)
+@idempotent
 async def upload_file(
     key: KeyDep,
     services: ServicesDep,
@@ -156,6 +158,7 @@ def _objects(services: Services, rows: list[tuple[Batch, OpenAIBatch]]) -> list[
 
 
 @router.post("/batches", response_model=OpenAIBatchObject)
+@idempotent
 def create_batch(
     create: OpenAIBatchCreate, key: KeyDep, services: ServicesDep
 ) -> OpenAIBatchObject:

@@ -15,6 +15,7 @@ from api_adapter.deps import (
     authenticate,
     secret_of,
 )
+from api_adapter.idempotency import IdempotentRoute, idempotent
 from api_adapter.streaming import PAGE, jsonl, paged
 from offpeak.clock import now
 from offpeak.errors import InvalidInput
@@ -23,10 +24,11 @@ from offpeak.schemas import RequestCreate, RequestObject, Status, StatusObject
 from offpeak.state import requests as state
 from offpeak.state.keys import require_balance
 
-router = APIRouter(prefix="/v1/requests", tags=["requests"])
+router = APIRouter(prefix="/v1/requests", tags=["requests"], route_class=IdempotentRoute)
 
 
 @router.post("", status_code=201, response_model=StatusObject, openapi_extra=API_KEY_SECURITY)
+@idempotent
 async def create_request(create: RequestCreate, request: Request) -> Response:
     """Submit one chat request; it is stored durably before this answers."""
     # The hot path: services and key are read here rather than injected, because

@@ -73,6 +73,10 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Remove the object; deleting a missing object is not an error."""
 
+    def check(self) -> None:
+        """Raise :class:`StorageError` unless the store answers (readiness probes)."""
+        self.exists(".offpeak-readiness-probe")
+
     @abstractmethod
     def presigned_url(self, key: str, expires_in: int = 3600) -> str:
         """A URL anyone holding it can GET the object from, for ``expires_in`` seconds."""

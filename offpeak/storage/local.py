@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from offpeak.errors import ObjectExists, ObjectNotFound
+from offpeak.errors import ObjectExists, ObjectNotFound, StorageError
 from offpeak.storage.base import ObjectStore, check_key
 
 TMP_PREFIX = ".tmp-"
@@ -23,6 +23,10 @@ class LocalStore(ObjectStore):
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.url = self.root.as_uri()
+
+    def check(self) -> None:
+        if not self.root.is_dir():
+            raise StorageError(f"the object store folder {self.root} is missing")
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)

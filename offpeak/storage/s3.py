@@ -42,6 +42,13 @@ class S3Store(ObjectStore):
             region_name=region,
             config=Config(retries={"max_attempts": 5, "mode": "adaptive"}, max_pool_connections=32),
         )
+        # Readiness probes answer within seconds, rather than after five retries.
+        self._probe: Any = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=5),
+        )
 
     def _key(self, key: str) -> str:
         check_key(key)
@@ -57,7 +64,24 @@ class S3Store(ObjectStore):
         except ClientError as exc:
             if _code(exc) not in _MISSING | {"NoSuchBucket"}:
                 raise StorageError(f"cannot reach bucket {self.bucket}: {exc}") from exc
-            self.client.create_bucket(Bucket=self.bucket)
+            try:
+                self.client.create_bucket(Bucket=self.bucket)
+            except (ClientError, BotoCoreError) as exc:
+                raise StorageError(f"cannot create bucket {self.bucket}: {exc}") from exc
+        except BotoCoreError as exc:  # unreachable: connection refused, timeouts
+            raise StorageError(f"cannot reach bucket {self.bucket}: {exc}") from exc
+
+    def check(self) -> None:
+        """Raise :class:`StorageError` unless the bucket answers, within seconds (one
+        attempt, short timeouts); a missing bucket is created, as at start-up."""
+        try:
+            self._probe.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if _code(exc) not in _MISSING | {"NoSuchBucket"}:
+                raise StorageError(f"cannot reach bucket {self.bucket}: {exc}") from exc
+            self.ensure_bucket()
+        except BotoCoreError as exc:
+            raise StorageError(f"cannot reach bucket {self.bucket}: {exc}") from exc
 
     def put(self, key: str, data: bytes) -> None:
         self._call(
@@ -72,6 +96,8 @@ class S3Store(ObjectStore):
         except ClientError as exc:
             if _code(exc) in _PRECONDITION:
                 raise ObjectExists(f"object {key} already exists") from None
+            raise StorageError(f"cannot create {key}: {exc}") from exc
+        except BotoCoreError as exc:
             raise StorageError(f"cannot create {key}: {exc}") from exc
 
     def put_file(self, key: str, path: Path) -> None:
@@ -104,6 +130,8 @@ class S3Store(ObjectStore):
         except ClientError as exc:
             if _code(exc) in _MISSING:
                 return False
+            raise StorageError(f"cannot read {key}: {exc}") from exc
+        except BotoCoreError as exc:
             raise StorageError(f"cannot read {key}: {exc}") from exc
         return True
 

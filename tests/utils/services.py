@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -41,9 +41,10 @@ def wait_for(check: object, what: str, timeout: float = 60.0) -> None:
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
-    """A moto S3 server in its own process, speaking HTTP on loopback."""
-    port = free_port()
+def moto_server(port: int | None = None) -> Iterator[str]:
+    """A moto S3 server in its own process, speaking HTTP on loopback (on ``port``, to
+    bring one back where an earlier one was stopped)."""
+    port = port or free_port()
     moto = Path(sys.executable).with_name("moto_server")
     proc = subprocess.Popen(
         [str(moto), "-H", "127.0.0.1", "-p", str(port)],
@@ -57,6 +58,22 @@ def moto_server() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+class RestartableMoto:
+    """A moto S3 server of one test's own, that it can stop (an outage) and start again
+    on the same port, empty as a restarted moto is."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._stack = ExitStack()
+        self.endpoint = self.start()
+
+    def start(self) -> str:
+        return self._stack.enter_context(moto_server(self.port))
+
+    def stop(self) -> None:
+        self._stack.close()
 
 
 def _pg_bin() -> Path:
