@@ -14,14 +14,15 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from api_adapter import responses
 from api_adapter.deps import KeyDep, Services, ServicesDep
 from api_adapter.idempotency import IdempotentRoute, idempotent
 from offpeak.clock import now
 from offpeak.errors import Conflict, InvalidInput
 from offpeak.ids import new_id
 from offpeak.ingest.openai_files import LineChecker, ingest_file
-from offpeak.publish.openai_files import file_key, write_files
-from offpeak.publish.openai_objects import file_object, openai_batch_object
+from offpeak.publish.openai_files import file_key, finalize_ready
+from offpeak.publish.openai_objects import file_object, openai_batch_object, openai_status
 from offpeak.schemas import (
     FileDeleted,
     FileList,
@@ -29,16 +30,19 @@ from offpeak.schemas import (
     OpenAIBatchCreate,
     OpenAIBatchList,
     OpenAIBatchObject,
+    Status,
     window_seconds,
 )
-from offpeak.state import batches as exxa
+from offpeak.state import batches
 from offpeak.state import openai as state
 from offpeak.state.keys import require_balance
-from offpeak.state.models import Batch, OpenAIBatch, OpenAIFile
+from offpeak.state.models import Batch, OpenAIFile
 
 PREFIX = "/openai/v1"
 FILES_PATH = f"{PREFIX}/files"
-router = APIRouter(prefix=PREFIX, tags=["openai"], route_class=IdempotentRoute)
+router = APIRouter(
+    prefix=PREFIX, tags=["openai"], responses=responses.OPENAI, route_class=IdempotentRoute
+)
 
 
 # --- files -----------------------------------------------------------------------------
@@ -143,18 +147,10 @@ def get_file_content(file_id: str, key: KeyDep, services: ServicesDep) -> Stream
 # --- batches ---------------------------------------------------------------------------
 
 
-def _objects(services: Services, rows: list[tuple[Batch, OpenAIBatch]]) -> list[OpenAIBatchObject]:
-    """The batches as OpenAI objects; those whose requests have all ended get their
-    output files first (usually the scheduler's publishing did that already)."""
-    counts = state.tallies(services.db, [b.id for b, _ in rows])
-    objects = []
-    for batch, extra in rows:
-        tally = counts[batch.id]
-        if extra.ended_at is None and tally.total and tally.pending == 0:
-            write_files(services.db, services.store, batch, extra, tally)
-            batch, extra = state.get_batch(services.db, batch.key_id, batch.id)
-        objects.append(openai_batch_object(batch, extra, tally))
-    return objects
+def _objects(services: Services, rows: list[Batch]) -> list[OpenAIBatchObject]:
+    """The batches as OpenAI objects, as they stand (publishing writes their files)."""
+    counts = batches.tallies(services.db, [b.id for b in rows])
+    return [openai_batch_object(batch, counts[batch.id]) for batch in rows]
 
 
 @router.post("/batches", response_model=OpenAIBatchObject)
@@ -193,7 +189,7 @@ def create_batch(
         )
     finally:
         stream.close()
-    batch, extra = state.create_batch(
+    batch = state.create_batch(
         services.db,
         state.NewBatch(
             id=new_id(),
@@ -208,7 +204,7 @@ def create_batch(
             requests=ingested.requests,
         ),
     )
-    return openai_batch_object(batch, extra, state.Tally(total=len(ingested.requests)))
+    return _objects(services, [batch])[0]
 
 
 @router.get("/batches", response_model=OpenAIBatchList)
@@ -219,7 +215,9 @@ def list_batches(
     limit: Annotated[int, Query(ge=1, le=100, description="Batches per page.")] = 20,
 ) -> OpenAIBatchList:
     """Your OpenAI batches, newest first."""
-    rows = state.list_batches(services.db, key.id, limit=limit + 1, after=after)
+    rows = batches.list_batches(
+        services.db, key.id, after=after, limit=limit + 1, order="desc", openai=True
+    )
     page = _objects(services, rows[:limit])
     return OpenAIBatchList(
         data=page,
@@ -232,30 +230,33 @@ def list_batches(
 @router.get("/batches/{batch_id}", response_model=OpenAIBatchObject)
 def get_batch(batch_id: str, key: KeyDep, services: ServicesDep) -> OpenAIBatchObject:
     """One batch: status, request counts, and its output and error files once ended."""
-    return _objects(services, [state.get_batch(services.db, key.id, batch_id)])[0]
+    return _objects(services, [batches.get_batch(services.db, key.id, batch_id, openai=True)])[0]
 
 
 @router.post("/batches/{batch_id}/cancel", response_model=OpenAIBatchObject)
 def cancel_batch(batch_id: str, key: KeyDep, services: ServicesDep) -> OpenAIBatchObject:
     """Cancel a batch: requests not yet run are cancelled, finished results are kept in
     its output file; it is `cancelling` until that file is written."""
-    batch, extra = state.get_batch(services.db, key.id, batch_id)
-    tally = state.tallies(services.db, [batch_id])[batch_id]
-    if extra.cancelling_at is not None:
-        return _objects(services, [(batch, extra)])[0]
-    if extra.ended_at is not None or tally.pending == 0:
-        status = extra.status or "finalizing"
+    batch = batches.get_batch(services.db, key.id, batch_id, openai=True)
+    tally = batches.tallies(services.db, [batch_id])[batch_id]
+    if batch.status == Status.CANCELLED:  # cancelled before, through either dialect
+        return openai_batch_object(batch, tally)
+    if tally.pending == 0:
         raise Conflict(
-            f"batch {batch_id} is {status}; only a batch in progress can be cancelled",
+            f"batch {batch_id} is {openai_status(batch, tally)}; only a batch in progress "
+            "can be cancelled",
             code="batch_not_cancellable",
         )
-    at = now()
     try:
-        exxa.cancel_batch(services.db, key.id, batch_id, at)
+        batch = batches.cancel_batch(services.db, key.id, batch_id, now())
     except Conflict:
-        if exxa.get_batch(services.db, key.id, batch_id).status != "cancelled":
+        batch = batches.get_batch(services.db, key.id, batch_id, openai=True)
+        if batch.status != Status.CANCELLED:
             raise
-        # Cancelled through the EXXA route meanwhile: the same outcome.
-    state.mark_cancelling(services.db, batch_id, at)
-    batch, extra = state.get_batch(services.db, key.id, batch_id)
-    return openai_batch_object(batch, extra, state.tallies(services.db, [batch_id])[batch_id])
+        # Cancelled by another call meanwhile: the same outcome.
+    # OpenAI answers a cancel with `cancelling`. When nothing of the batch is still
+    # running, publishing writes its files now, so that the next read shows it
+    # `cancelled` with its error file; else the scheduler's publishing does, later.
+    cancelling = openai_batch_object(batch, batches.tallies(services.db, [batch_id])[batch_id])
+    finalize_ready(services.db, services.store, [batch_id])
+    return cancelling

@@ -1,12 +1,13 @@
-"""OpenAI batch output and error files, written once a batch's requests have all ended.
+"""OpenAI batch output and error files, written by publishing once a batch has ended.
 
-Lines follow the OpenAI Batch API, in input order: a completed request goes to the
-output file with its result body spliced in as the JSON text its chunk file holds;
-a request the engine refused goes to the error file as an HTTP-like failure
-(`response.status_code` 400, `body.error` in OpenAI's shape); one that never ran goes
-there with `response: null` and `error.code` `batch_expired` or `batch_cancelled`.
-Both files are streamed through temporary files, page by page, never held in memory.
-A file that would be empty is not written: its id stays null.
+Lines follow the OpenAI Batch API, in input order, each a
+:class:`~offpeak.schemas.openai.BatchOutputLine` encoded by pydantic: a completed
+request goes to the output file with its result body; a request the engine refused
+goes to the error file as an HTTP-like failure (`response.status_code` 400, `body.error`
+in OpenAI's shape); one that never ran goes there with `response: null` and
+`error.code` `batch_expired` or `batch_cancelled`. Both files are streamed through
+temporary files, page by page, never held in memory. A file that would be empty is not
+written: its id stays null.
 """
 
 from __future__ import annotations
@@ -15,37 +16,40 @@ import json
 import logging
 import tempfile
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from pydantic_core import from_json, to_json
 
 from offpeak.clock import now
-from offpeak.errors import OffpeakError
 from offpeak.ids import new_id
+from offpeak.publish.openai_objects import final_status
 from offpeak.run.chunk_files import read_results
-from offpeak.schemas import Status
+from offpeak.schemas import (
+    REQUEST_ERRORS,
+    BatchLineError,
+    BatchLineResponse,
+    BatchOutputLine,
+    ErrorCode,
+    OpenAIErrorBody,
+    OpenAIErrorDetail,
+    Status,
+)
+from offpeak.state import batches
 from offpeak.state import openai as state
 from offpeak.state.db import Database
-from offpeak.state.models import Batch, OpenAIBatch, OpenAIFile
+from offpeak.state.models import Batch, OpenAIFile
 from offpeak.state.requests import LINE_COLUMNS, batch_line_rows
 from offpeak.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 PAGE = 1000
-# Failures of the request itself (the engine refused it): HTTP 400, as OpenAI answers.
-REQUEST_ERRORS = frozenset(
-    {"context_length_exceeded", "invalid_response_format", "invalid_request"}
-)
 _COLUMN = {name: index for index, name in enumerate(LINE_COLUMNS)}
 
 
 def file_key(key_id: str, file_id: str) -> str:
     return f"openai/files/{key_id}/{file_id}.jsonl"
-
-
-def _error_body(code: str, message: str) -> dict[str, Any]:
-    kind = "invalid_request_error" if code in REQUEST_ERRORS else "server_error"
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 def output_line(
@@ -55,29 +59,41 @@ def output_line(
     result_body: str | None,
     error_code: str | None,
     error_message: str | None,
-) -> tuple[bool, str]:
-    """(is an output line, the line) of one ended request (pure)."""
-    head = f'{{"id":"batch_req_{request_id}","custom_id":{json.dumps(custom_id)},"response":'
+) -> BatchOutputLine:
+    """The line of one ended request (pure); it belongs in the output file when its
+    response has status 200, else in the error file."""
+    line_id = f"batch_req_{request_id}"
     if status == Status.COMPLETED and result_body:
-        if "\n" in result_body or "\r" in result_body:  # valid JSON, but not one JSONL line
-            result_body = json.dumps(json.loads(result_body), separators=(",", ":"))
-        return True, f'{head}{{"status_code":200,"request_id":"{request_id}",' + (
-            f'"body":{result_body}}},"error":null}}'
+        response = BatchLineResponse(
+            status_code=200, request_id=request_id, body=from_json(result_body)
         )
+        return BatchOutputLine(id=line_id, custom_id=custom_id, response=response, error=None)
     if status == Status.CANCELLED:
-        error = {"code": "batch_cancelled", "message": "the batch was cancelled before it ran"}
-        return False, f'{head}null,"error":{json.dumps(error)}}}'
+        error = BatchLineError(
+            code="batch_cancelled", message="the batch was cancelled before it ran"
+        )
+        return BatchOutputLine(id=line_id, custom_id=custom_id, response=None, error=error)
     code = error_code or "server_error"
     message = error_message or "the request failed"
-    if code == state.EXPIRED_CODE:
-        error = {"code": "batch_expired", "message": message}
-        return False, f'{head}null,"error":{json.dumps(error)}}}'
-    response = {
-        "status_code": 400 if code in REQUEST_ERRORS else 500,
-        "request_id": request_id,
-        "body": _error_body(code, message),
-    }
-    return False, f'{head}{json.dumps(response)},"error":null}}'
+    if code == ErrorCode.EXPIRED:
+        error = BatchLineError(code="batch_expired", message=message)
+        return BatchOutputLine(id=line_id, custom_id=custom_id, response=None, error=error)
+    refused = code in REQUEST_ERRORS  # the engine refused it: 400, as OpenAI answers
+    detail = OpenAIErrorDetail(
+        message=message,
+        type="invalid_request_error" if refused else "server_error",
+        code=code,
+    )
+    response = BatchLineResponse(
+        status_code=400 if refused else 500,
+        request_id=request_id,
+        body=OpenAIErrorBody(error=detail),
+    )
+    return BatchOutputLine(id=line_id, custom_id=custom_id, response=response, error=None)
+
+
+def is_output(line: BatchOutputLine) -> bool:
+    return line.response is not None and line.response.status_code == 200
 
 
 class _Results:
@@ -107,8 +123,8 @@ class _Sink:
     def __post_init__(self) -> None:
         self.file = tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False)  # noqa: SIM115
 
-    def write(self, line: str) -> None:
-        data = line.encode() + b"\n"
+    def write(self, line: BatchOutputLine) -> None:
+        data = to_json(line) + b"\n"
         self.file.write(data)
         self.lines += 1
         self.bytes += len(data)
@@ -135,18 +151,10 @@ class _Sink:
         Path(self.file.name).unlink(missing_ok=True)
 
 
-def final_status(batch: Batch, extra: OpenAIBatch, tally: state.Tally) -> str:
-    if extra.cancelling_at is not None or batch.status == Status.CANCELLED:
-        return "cancelled"
-    return "expired" if tally.expired else "completed"
-
-
-def write_files(
-    db: Database, store: ObjectStore, batch: Batch, extra: OpenAIBatch, tally: state.Tally
-) -> bool:
-    """Write the output and error files of a batch whose requests have all ended, and
+def write_files(db: Database, store: ObjectStore, batch: Batch, tally: batches.Tally) -> bool:
+    """Write the output and error files of an ended batch with an OpenAI view, and
     record them; False if another process recorded them first (ours are removed)."""
-    assert tally.pending == 0, "only batches whose requests have all ended"
+    assert batch.openai is not None and tally.pending == 0, "an ended OpenAI batch"
     results = _Results(store)
     output, errors = _Sink(), _Sink()
     files: list[OpenAIFile] = []
@@ -162,7 +170,7 @@ def write_files(
                         else None
                     )
                     meta = json.loads(row[_COLUMN["metadata"]] or "{}")
-                    ok, line = output_line(
+                    line = output_line(
                         rid,
                         meta.get("custom_id"),
                         status,
@@ -170,16 +178,16 @@ def write_files(
                         row[_COLUMN["error_code"]],
                         row[_COLUMN["error_message"]],
                     )
-                    (output if ok else errors).write(line)
+                    (output if is_output(line) else errors).write(line)
         at = now()
         name = f"batch_{batch.id}"
         output_file = output.upload(store, batch.key_id, f"{name}_output.jsonl", at)
         error_file = errors.upload(store, batch.key_id, f"{name}_errors.jsonl", at)
         files = [f for f in (output_file, error_file) if f is not None]
-        recorded = state.finish_batch(
+        recorded = state.record_files(
             db,
             batch.id,
-            status=final_status(batch, extra, tally),
+            status=final_status(batch, tally),
             finalizing_at=tally.last_ended_at or at,
             files=files,
             output_file_id=output_file.id if output_file else None,
@@ -195,19 +203,20 @@ def write_files(
     return recorded
 
 
-def finalize_ready(db: Database, store: ObjectStore) -> list[str]:
-    """Write the files of every OpenAI batch whose requests have all ended; returns the
-    ids of the batches finished. A batch that fails is logged and retried next time."""
-    open_rows = state.open_batches(db)
-    counts = state.tallies(db, [b.id for b, _ in open_rows])
-    finished = []
-    for batch, extra in open_rows:
-        tally = counts[batch.id]
-        if tally.pending:
-            continue
+def finalize_ready(
+    db: Database, store: ObjectStore, batch_ids: Sequence[str] | None = None
+) -> list[str]:
+    """Write the files of every OpenAI batch that has ended (published or cancelled) and
+    has none yet, only among ``batch_ids`` when given; returns the ids of the batches
+    whose files were recorded. A batch that fails does not stop the others: it is
+    logged and tried again next time."""
+    due = batches.openai_files_due(db, batch_ids)
+    counts = batches.tallies(db, [b.id for b in due])
+    recorded = []
+    for batch in due:
         try:
-            if write_files(db, store, batch, extra, tally):
-                finished.append(batch.id)
-        except OffpeakError as exc:
+            if write_files(db, store, batch, counts[batch.id]):
+                recorded.append(batch.id)
+        except Exception as exc:  # one batch's failure, whatever it is, is that batch's
             log.error("writing the files of batch %s failed, will retry: %s", batch.id, exc)
-    return finished
+    return recorded

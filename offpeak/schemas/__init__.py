@@ -105,6 +105,15 @@ from offpeak.schemas.openai import (
     BatchInputLine as BatchInputLine,
 )
 from offpeak.schemas.openai import (
+    BatchLineError as BatchLineError,
+)
+from offpeak.schemas.openai import (
+    BatchLineResponse as BatchLineResponse,
+)
+from offpeak.schemas.openai import (
+    BatchOutputLine as BatchOutputLine,
+)
+from offpeak.schemas.openai import (
     FileDeleted as FileDeleted,
 )
 from offpeak.schemas.openai import (
@@ -133,6 +142,12 @@ from offpeak.schemas.openai import (
 )
 from offpeak.schemas.openai import (
     OpenAIBatchUsage as OpenAIBatchUsage,
+)
+from offpeak.schemas.openai import (
+    OpenAIErrorBody as OpenAIErrorBody,
+)
+from offpeak.schemas.openai import (
+    OpenAIErrorDetail as OpenAIErrorDetail,
 )
 from offpeak.schemas.openai import (
     OpenAIMetadata as OpenAIMetadata,

@@ -153,3 +153,51 @@ class OpenAIBatchList(BaseModel):
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
+
+
+# --- output and error file lines (as vLLM's BatchRequestOutput) ---------------------------
+
+
+class OpenAIErrorDetail(BaseModel):
+    """OpenAI's error object, as its SDK parses it."""
+
+    message: str
+    type: Literal["invalid_request_error", "server_error"] = Field(
+        description="`invalid_request_error` for a request the engine refused, else `server_error`."
+    )
+    param: str | None = None
+    code: str
+
+
+class OpenAIErrorBody(BaseModel):
+    """The body of a failed response: `{"error": {...}}`."""
+
+    error: OpenAIErrorDetail
+
+
+class BatchLineResponse(BaseModel):
+    """The response a line got, as the endpoint would have answered it."""
+
+    status_code: int = Field(description="200, or 400/500 for a request that failed.")
+    request_id: str = Field(description="Our id of the request the line became.")
+    body: dict[str, Any] | OpenAIErrorBody = Field(
+        description="The endpoint's response (a chat completion or an embedding list), "
+        "or the error."
+    )
+
+
+class BatchLineError(BaseModel):
+    """Why a line got no response: it never ran."""
+
+    code: Literal["batch_expired", "batch_cancelled"]
+    message: str
+
+
+class BatchOutputLine(BaseModel):
+    """One line of a batch's output file (a response with status 200) or error file
+    (any other response, or none and an `error`)."""
+
+    id: str = Field(description="`batch_req_` and the request's id.")
+    custom_id: str | None = Field(description="The input line's custom_id.")
+    response: BatchLineResponse | None
+    error: BatchLineError | None

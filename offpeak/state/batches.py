@@ -1,17 +1,31 @@
-"""Batches in the state database: create (atomically claiming requests), read, cancel."""
+"""Batches in the state database, for both dialects: create (atomically claiming
+requests), read and list, count their requests, cancel, and finish once published.
+
+A batch made through the OpenAI API is one of these with its `openai` view loaded
+(`Batch.openai`); it is counted, listed, cancelled and finished like any other.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 
 from offpeak.errors import Conflict, NotFound
 from offpeak.ids import new_id
-from offpeak.schemas import BatchCreate, CarbonObject, RequestCounts, Status
+from offpeak.schemas import (
+    FINAL_STATUSES,
+    BatchCreate,
+    CarbonObject,
+    ErrorCode,
+    RequestCounts,
+    Status,
+)
 from offpeak.state.db import Database
 from offpeak.state.jobs import ACTIVE_JOB_STATUSES
-from offpeak.state.models import Batch, Job, Request
+from offpeak.state.models import Batch, Job, OpenAIView, Request
 from offpeak.state.requests import CANCELLABLE
 
 # Stay well under the bound-parameter limits of SQLite and PostgreSQL.
@@ -67,6 +81,7 @@ def create_batch(db: Database, key_id: str, create: BatchCreate, at: int) -> Bat
             webhook=str(create.webhook) if create.webhook else None,
             created_at=at,
             expires_at=max(exp for _, exp in found.values()),
+            openai=None,
         )
         session.add(batch)
         session.flush()
@@ -87,9 +102,14 @@ def create_batch(db: Database, key_id: str, create: BatchCreate, at: int) -> Bat
     return batch
 
 
-def get_batch(db: Database, key_id: str, batch_id: str) -> Batch:
+def get_batch(db: Database, key_id: str, batch_id: str, *, openai: bool = False) -> Batch:
+    """The caller's batch, or :class:`NotFound` (also for another key's batch, and with
+    ``openai`` for a batch that has no OpenAI view)."""
+    query = select(Batch).where(Batch.id == batch_id, Batch.key_id == key_id)
+    if openai:
+        query = query.where(Batch.openai.has())
     with db.session() as session:
-        batch = session.scalar(select(Batch).where(Batch.id == batch_id, Batch.key_id == key_id))
+        batch = session.scalar(query)
     if batch is None:
         raise NotFound(f"batch {batch_id} not found", code="batch_not_found")
     return batch
@@ -103,30 +123,78 @@ def find_batch(db: Database, key_id: str, batch_id: str) -> Batch | None:
 
 
 def list_batches(
-    db: Database, key_id: str, *, after: str | None = None, limit: int = 1000
+    db: Database,
+    key_id: str,
+    *,
+    after: str | None = None,
+    limit: int = 1000,
+    order: Literal["asc", "desc"] = "asc",
+    openai: bool = False,
 ) -> list[Batch]:
+    """One page of the caller's batches in creation order (ids are time-ordered), past
+    ``after`` in that order; with ``openai``, only those with an OpenAI view."""
     query = select(Batch).where(Batch.key_id == key_id)
+    if openai:
+        query = query.where(Batch.openai.has())
     if after:
-        query = query.where(Batch.id > after)
+        query = query.where(Batch.id > after if order == "asc" else Batch.id < after)
+    query = query.order_by(Batch.id if order == "asc" else Batch.id.desc())
     with db.session() as session:
-        return list(session.scalars(query.order_by(Batch.id).limit(limit)))
+        return list(session.scalars(query.limit(limit)))
 
 
-def request_counts(db: Database, batch_ids: Sequence[str]) -> dict[str, RequestCounts]:
-    """Requests per status for each batch."""
-    counts = {bid: RequestCounts() for bid in batch_ids}
+@dataclass
+class Tally:
+    """A batch's requests counted once for both dialects: how many are in each status,
+    how many of the failed ones expired unrun, their tokens, and when the last ended."""
+
+    counts: RequestCounts = field(default_factory=RequestCounts)
+    expired: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    last_ended_at: int | None = None
+
+    @property
+    def pending(self) -> int:
+        """Requests not ended yet."""
+        c = self.counts
+        return c.total - c.completed - c.failed - c.cancelled
+
+
+def tallies(db: Database, batch_ids: Sequence[str]) -> dict[str, Tally]:
+    """The tally of each batch, in one grouped query per id chunk."""
+    found = {bid: Tally() for bid in batch_ids}
+    expired = case((Request.error_code == ErrorCode.EXPIRED.value, 1), else_=0)
     with db.session() as session:
         for chunk in _chunks(list(batch_ids)):
             rows = session.execute(
-                select(Request.batch_id, Request.status, func.count())
+                select(
+                    Request.batch_id,
+                    Request.status,
+                    func.count(),
+                    func.sum(expired),
+                    func.sum(func.coalesce(Request.prompt_tokens, 0)),
+                    func.sum(func.coalesce(Request.completion_tokens, 0)),
+                    func.max(Request.ended_at),
+                )
                 .where(Request.batch_id.in_(chunk))
                 .group_by(Request.batch_id, Request.status)
             )
-            for bid, status, n in rows:
-                batch_counts = counts[str(bid)]
-                setattr(batch_counts, status, n)
-                batch_counts.total += n
-    return counts
+            for bid, status, n, n_expired, prompt, completion, ended in rows:
+                tally = found[str(bid)]
+                setattr(tally.counts, status, n)
+                tally.counts.total += n
+                tally.expired += int(n_expired or 0)
+                tally.prompt_tokens += int(prompt or 0)
+                tally.completion_tokens += int(completion or 0)
+                if ended is not None:
+                    tally.last_ended_at = max(tally.last_ended_at or 0, int(ended))
+    return found
+
+
+def request_counts(db: Database, batch_ids: Sequence[str]) -> dict[str, RequestCounts]:
+    """Requests per status for each batch (their tallies' counts)."""
+    return {bid: tally.counts for bid, tally in tallies(db, batch_ids).items()}
 
 
 def batch_carbon(db: Database, batch_ids: Sequence[str]) -> dict[str, CarbonObject]:
@@ -180,6 +248,12 @@ def cancel_batch(db: Database, key_id: str, batch_id: str, at: int) -> Batch:
                 )
                 .values(status=Status.CANCELLED.value, ended_at=at)
             )
+            # Its OpenAI view, if any, shows `cancelling` until its files are written.
+            session.execute(
+                update(OpenAIView)
+                .where(OpenAIView.id == batch_id, OpenAIView.cancelling_at.is_(None))
+                .values(cancelling_at=at)
+            )
             cancelled = True
         else:
             cancelled = False
@@ -192,9 +266,9 @@ def cancel_batch(db: Database, key_id: str, batch_id: str, at: int) -> Batch:
     return batch
 
 
-def ready_to_publish(db: Database) -> list[Batch]:
-    """Open batches whose requests have all ended, their jobs too (a job ends after
-    its carbon is accounted)."""
+def _settled() -> Any:
+    """No request of the batch is waiting, nor in a job still running (a job ends after
+    its carbon is accounted): what it publishes can no longer change."""
     waiting = (
         select(Request.id)
         .where(
@@ -209,14 +283,28 @@ def ready_to_publish(db: Database) -> list[Batch]:
         .where(Request.batch_id == Batch.id, Job.status.in_(ACTIVE_JOB_STATUSES))
         .exists()
     )
+    return ~waiting & ~running
+
+
+def ready_to_publish(db: Database) -> list[Batch]:
+    """Open batches whose requests have all ended, their jobs too."""
+    query = select(Batch).where(Batch.status.in_([s.value for s in CANCELLABLE]), _settled())
     with db.session() as session:
-        return list(
-            session.scalars(
-                select(Batch)
-                .where(Batch.status.in_([s.value for s in CANCELLABLE]), ~waiting, ~running)
-                .order_by(Batch.id)
-            )
-        )
+        return list(session.scalars(query.order_by(Batch.id)))
+
+
+def openai_files_due(db: Database, batch_ids: Sequence[str] | None = None) -> list[Batch]:
+    """Batches with an OpenAI view but no output files yet that have ended (published,
+    or cancelled) and settled; only among ``batch_ids`` when given."""
+    query = select(Batch).where(
+        Batch.openai.has(OpenAIView.ended_at.is_(None)),
+        Batch.status.in_([s.value for s in FINAL_STATUSES]),
+        _settled(),
+    )
+    if batch_ids is not None:
+        query = query.where(Batch.id.in_(batch_ids))
+    with db.session() as session:
+        return list(session.scalars(query.order_by(Batch.id)))
 
 
 def finish_batch(db: Database, batch_id: str, status: Status, results_key: str, at: int) -> bool:
@@ -226,5 +314,23 @@ def finish_batch(db: Database, batch_id: str, status: Status, results_key: str, 
             update(Batch)
             .where(Batch.id == batch_id, Batch.status.in_([s.value for s in CANCELLABLE]))
             .values(status=status.value, results_key=results_key, ended_at=at)
+        )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+PUBLISH_ERROR = "offpeak_publish_error"  # the metadata key a failed publish is told in
+
+
+def fail_publish(db: Database, batch_id: str, code: str, message: str, at: int) -> bool:
+    """Mark an open batch `failed` because its results cannot be published, the reason
+    kept in its metadata under PUBLISH_ERROR (the batch object shows it; no results
+    file). Compare-and-set on its status, as finish_batch."""
+    with db.session(write=True) as session:
+        meta = session.scalar(select(Batch.meta).where(Batch.id == batch_id))
+        reason = {PUBLISH_ERROR: {"code": code, "message": message}}
+        result = session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id, Batch.status.in_([s.value for s in CANCELLABLE]))
+            .values(status=Status.FAILED.value, meta={**(meta or {}), **reason}, ended_at=at)
         )
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,5 +1,5 @@
-"""SQLAlchemy models of the control-plane state: API keys, requests, batches, jobs, and
-the files and batches of the OpenAI-compatible API."""
+"""SQLAlchemy models of the control-plane state: API keys, requests, batches (with the
+OpenAI view of those made through the OpenAI-compatible API), jobs, and that API's files."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 ID = String(24)
 
@@ -42,7 +42,8 @@ class ApiKey(Base):
 
 
 class Batch(Base):
-    """A group of requests that share a status and a results file."""
+    """A group of requests that share a status and a results file: the one batch model
+    of both dialects (a batch made through the OpenAI API has its `openai` view too)."""
 
     __tablename__ = "batches"
 
@@ -56,6 +57,8 @@ class Batch(Base):
     in_progress_at: Mapped[int | None] = mapped_column(Integer)
     ended_at: Mapped[int | None] = mapped_column(Integer)
     results_key: Mapped[str | None] = mapped_column(Text)
+    # Loaded with the batch (one LEFT JOIN): a batch is read whole, then used detached.
+    openai: Mapped[OpenAIView | None] = relationship(lazy="joined")
 
     __table_args__ = (Index("ix_batches_key_id", "key_id", "id"),)
 
@@ -161,9 +164,10 @@ class OpenAIFile(Base):
     __table_args__ = (Index("ix_openai_files_key_id", "key_id", "id"),)
 
 
-class OpenAIBatch(Base):
-    """What an OpenAI-compatible batch adds to its batch (same id): where its lines came
-    from, and once all its requests ended, its output and error files."""
+class OpenAIView(Base):
+    """What a batch made through the OpenAI API adds to it (same id): where its lines
+    came from, and once the batch has ended and been published, its output and error
+    files. Its status, timestamps and request counts are the batch's own."""
 
     __tablename__ = "openai_batches"
 
@@ -174,17 +178,19 @@ class OpenAIBatch(Base):
     endpoint: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(200))
     completion_window: Mapped[str] = mapped_column(String(16))
-    # Set once the output files are written: completed, expired or cancelled.
+    # Recorded with the files: the batch's final OpenAI status (completed, expired or
+    # cancelled), as offpeak.publish.openai_objects.final_status derives it.
     status: Mapped[str | None] = mapped_column(String(16))
     output_file_id: Mapped[str | None] = mapped_column(ID)
     error_file_id: Mapped[str | None] = mapped_column(ID)
     cancelling_at: Mapped[int | None] = mapped_column(Integer)
     finalizing_at: Mapped[int | None] = mapped_column(Integer)
+    # When the output and error files were recorded (OpenAI's `completed_at` and peers).
     ended_at: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_openai_batches_key_id", "key_id", "id"),
-        # The finalizer's work queue: batches whose files are not written yet.
+        # Publishing's work queue: OpenAI views whose files are not written yet.
         Index(
             "ix_openai_batches_open",
             "id",

@@ -8,22 +8,28 @@ import json
 from typing import Any
 
 import pytest
+from pydantic_core import to_json
 from sqlalchemy import update
 
 from offpeak.catalog.models import ModelRegistry
 from offpeak.clock import now
 from offpeak.config import PACKAGED_MODELS
-from offpeak.errors import BatchInputInvalid
+from offpeak.errors import BatchInputInvalid, NotFound
+from offpeak.ids import new_id
 from offpeak.ingest.openai_files import LineChecker, ingest_file, iter_lines
 from offpeak.ingest.segments import read_bodies
-from offpeak.publish.openai_files import finalize_ready, write_files
+from offpeak.publish.exxa_jsonl import publish_ready
+from offpeak.publish.openai_files import finalize_ready, is_output, output_line, write_files
 from offpeak.publish.openai_objects import openai_batch_object
 from offpeak.run.chunk_files import encode_results
-from offpeak.schemas import ResultRow, Status
+from offpeak.schemas import BatchCreate, BatchOutputLine, ResultRow, Status
+from offpeak.state import batches
 from offpeak.state import openai as state
+from offpeak.state.batches import create_batch
 from offpeak.state.db import Database
 from offpeak.state.models import ApiKey, Request
 from offpeak.storage import ObjectStore
+from tests.utils.factories import add_requests
 
 MODEL = "llama-3.1-8b-instruct-fp16"
 CHAT = "/v1/chat/completions"
@@ -69,10 +75,17 @@ def test_ingest_writes_segments_in_input_order(store: ObjectStore, key: ApiKey) 
     assert json.loads(bodies[ids[7]])["messages"][0]["content"] == "text 7"
 
 
-def make_batch(db: Database, key: ApiKey, custom_ids: list[str]) -> state.NewBatch:
+def make_batch(
+    db: Database, store: ObjectStore, key: ApiKey, custom_ids: list[str]
+) -> state.NewBatch:
+    """An OpenAI batch of one line per custom_id, ingested as the API does."""
     at = now()
+    stream = io.BytesIO(b"\n".join(line(cid) for cid in custom_ids))
+    ingested = ingest_file(
+        store, stream, checker(), key_id=key.id, created_at=at, expires_at=at + 86400
+    )
     new = state.NewBatch(
-        id=f"{at:012x}{'b' * 12}"[-24:],
+        id=new_id(),
         key_id=key.id,
         input_file_id="f" * 24,
         endpoint=CHAT,
@@ -81,9 +94,7 @@ def make_batch(db: Database, key: ApiKey, custom_ids: list[str]) -> state.NewBat
         metadata={},
         created_at=at,
         expires_at=at + 86400,
-        requests=[
-            (f"{i:024x}", cid, "requests/none.parquet", 10) for i, cid in enumerate(custom_ids)
-        ],
+        requests=ingested.requests,
     )
     state.create_batch(db, new)
     return new
@@ -115,7 +126,10 @@ def finish(db: Database, store: ObjectStore, request_id: str, outcome: dict[str,
 def content(store: ObjectStore, db: Database, key: ApiKey, file_id: str | None) -> list[Any]:
     assert file_id is not None
     data = store.get(state.get_file(db, key.id, file_id).storage_key)
-    return [json.loads(text) for text in data.decode().splitlines()]
+    lines = data.decode().splitlines()
+    for text in lines:  # every line is a valid line of the schema
+        BatchOutputLine.model_validate_json(text)
+    return [json.loads(text) for text in lines]
 
 
 COMPLETION = {"object": "chat.completion", "choices": [{"message": {"content": "hé\nho"}}]}
@@ -124,7 +138,7 @@ COMPLETION = {"object": "chat.completion", "choices": [{"message": {"content": "
 def test_output_and_error_lines_follow_openai_in_input_order(
     db: Database, store: ObjectStore, key: ApiKey
 ) -> None:
-    new = make_batch(db, key, ["r1", "r2", "r3", "r4"])
+    new = make_batch(db, store, key, ["r1", "r2", "r3", "r4"])
     ids = [rid for rid, *_ in new.requests]
     finish(db, store, ids[0], {"status": Status.COMPLETED, "body": COMPLETION})
     finish(
@@ -140,18 +154,25 @@ def test_output_and_error_lines_follow_openai_in_input_order(
     finish(
         db, store, ids[2], {"status": Status.COMPLETED, "body": {**COMPLETION, "n": 3}, "indent": 2}
     )
-    tally = state.tallies(db, [new.id])[new.id]
-    assert tally.pending == 1 and finalize_ready(db, store) == []
+    tally = batches.tallies(db, [new.id])[new.id]
+    assert tally.pending == 1 and publish_ready(db, store) == []
+    assert finalize_ready(db, store) == []
     finish(
         db,
         store,
         ids[3],
         {"status": Status.FAILED, "error_code": "expired", "error_message": "too late"},
     )
-
+    # Ended, not yet published: `finalizing`; publishing writes its files, reads never do.
+    batch = batches.get_batch(db, key.id, new.id, openai=True)
+    tally = batches.tallies(db, [new.id])[new.id]
+    assert openai_batch_object(batch, tally).status == "finalizing"
+    assert finalize_ready(db, store) == []  # the batch itself is published first
+    assert [p.batch_id for p in publish_ready(db, store)] == [new.id]
     assert finalize_ready(db, store) == [new.id]
-    batch, extra = state.get_batch(db, key.id, new.id)
-    shown = openai_batch_object(batch, extra, state.tallies(db, [new.id])[new.id])
+    assert finalize_ready(db, store) == []
+    batch = batches.get_batch(db, key.id, new.id, openai=True)
+    shown = openai_batch_object(batch, batches.tallies(db, [new.id])[new.id])
     assert shown.status == "expired" and shown.expired_at is not None
     assert shown.completed_at is None and shown.finalizing_at is not None
     assert shown.request_counts.model_dump() == {"total": 4, "completed": 2, "failed": 2}
@@ -183,18 +204,89 @@ def test_output_and_error_lines_follow_openai_in_input_order(
 def test_absent_files_are_null_and_files_are_written_once(
     db: Database, store: ObjectStore, key: ApiKey
 ) -> None:
-    failed = make_batch(db, key, ["a", "b"])
+    failed = make_batch(db, store, key, ["a", "b"])
     for rid, *_ in failed.requests:
         finish(db, store, rid, {"status": Status.FAILED, "error_code": "job_failed"})
-    batch, extra = state.get_batch(db, key.id, failed.id)
-    tally = state.tallies(db, [failed.id])[failed.id]
-    assert write_files(db, store, batch, extra, tally) is True
-    assert write_files(db, store, batch, extra, tally) is False  # already recorded
-    batch, extra = state.get_batch(db, key.id, failed.id)
-    shown = openai_batch_object(batch, extra, tally)
+    batch = batches.get_batch(db, key.id, failed.id, openai=True)
+    tally = batches.tallies(db, [failed.id])[failed.id]
+    assert write_files(db, store, batch, tally) is True
+    assert write_files(db, store, batch, tally) is False  # already recorded
+    batch = batches.get_batch(db, key.id, failed.id, openai=True)
+    shown = openai_batch_object(batch, tally)
     assert shown.status == "completed" and shown.output_file_id is None
     errors = content(store, db, key, shown.error_file_id)
     assert errors[0]["response"]["status_code"] == 500
     assert errors[0]["response"]["body"]["error"]["type"] == "server_error"
     assert len(state.list_files(db, key.id, limit=10)) == 1
     assert len(list(store.list("openai/"))) == 1  # the losing writer removed its copy
+
+
+def test_lines_are_pydantic_models_encoded_as_one_compact_line() -> None:
+    completed = output_line("r1", "c-é", "completed", '{\n  "a": [1, 2.5, "é"]\n}', None, None)
+    assert (
+        to_json(completed)
+        == (
+            '{"id":"batch_req_r1","custom_id":"c-é","response":{"status_code":200,'
+            '"request_id":"r1","body":{"a":[1,2.5,"é"]}},"error":null}'
+        ).encode()
+    )
+    cancelled = output_line("r2", "c2", "cancelled", None, None, None)
+    assert to_json(cancelled) == (
+        b'{"id":"batch_req_r2","custom_id":"c2","response":null,"error":'
+        b'{"code":"batch_cancelled","message":"the batch was cancelled before it ran"}}'
+    )
+    refused = output_line("r3", "c3", "failed", None, "invalid_request", "bad")
+    assert to_json(refused) == (
+        b'{"id":"batch_req_r3","custom_id":"c3","response":{"status_code":400,'
+        b'"request_id":"r3","body":{"error":{"message":"bad","type":"invalid_request_error",'
+        b'"param":null,"code":"invalid_request"}}},"error":null}'
+    )
+    assert is_output(completed) and not is_output(cancelled) and not is_output(refused)
+
+
+def test_a_cancelled_batch_gets_its_files_without_its_results_file(
+    db: Database, store: ObjectStore, key: ApiKey
+) -> None:
+    new = make_batch(db, store, key, ["done", "never"])
+    done, never = (rid for rid, *_ in new.requests)
+    finish(db, store, done, {"status": Status.COMPLETED, "body": COMPLETION})
+    batches.cancel_batch(db, key.id, new.id, now())  # the EXXA route: the same batch
+
+    batch = batches.get_batch(db, key.id, new.id, openai=True)
+    assert batch.openai is not None and batch.openai.cancelling_at is not None
+    assert openai_batch_object(batch, batches.tallies(db, [new.id])[new.id]).status == (
+        "cancelling"
+    )
+    assert publish_ready(db, store) == []  # cancelled: no EXXA results file
+    assert finalize_ready(db, store) == [new.id]
+
+    batch = batches.get_batch(db, key.id, new.id, openai=True)
+    shown = openai_batch_object(batch, batches.tallies(db, [new.id])[new.id])
+    assert shown.status == "cancelled" and shown.cancelled_at is not None
+    assert shown.request_counts.model_dump() == {"total": 2, "completed": 1, "failed": 1}
+    assert [o["response"]["request_id"] for o in content(store, db, key, shown.output_file_id)] == [
+        done
+    ]
+    (error,) = content(store, db, key, shown.error_file_id)
+    assert error["id"] == f"batch_req_{never}" and error["error"]["code"] == "batch_cancelled"
+
+
+def test_get_and_list_are_the_batches_own_filtered_to_openai_views(
+    db: Database, store: ObjectStore, key: ApiKey
+) -> None:
+    made = [make_batch(db, store, key, ["a"]).id for _ in range(2)]
+    plain = create_batch(db, key.id, BatchCreate(requests_ids=add_requests(db, key.id)), now())
+    assert plain.openai is None
+    with pytest.raises(NotFound):
+        batches.get_batch(db, key.id, plain.id, openai=True)
+    assert batches.get_batch(db, key.id, made[0]).openai is not None  # EXXA sees it too
+    newest = batches.list_batches(db, key.id, order="desc", openai=True)
+    assert [b.id for b in newest] == made[::-1]
+    older = batches.list_batches(db, key.id, after=made[1], order="desc", openai=True)
+    assert [b.id for b in older] == [made[0]]
+    every = batches.list_batches(db, key.id)
+    assert {b.id: b.openai is not None for b in every} == {
+        made[0]: True,
+        made[1]: True,
+        plain.id: False,
+    }
