@@ -111,9 +111,15 @@ def _check_scalar(value: Any, loc: Loc) -> None:
             loc,
             code="non_finite_number",
         )
-    elif kind is float and not math.isfinite(value):
+    elif kind is float and math.isnan(value):  # from parsers that let NaN through
         raise UnsafeJson(
-            f"{_where(loc)}: the number is out of the double-precision range",
+            f"{_where(loc)}: NaN is not a JSON number; send a finite number or null",
+            loc,
+            code="non_finite_number",
+        )
+    elif kind is float and math.isinf(value):  # 1e999, or Infinity from such parsers
+        raise UnsafeJson(
+            f"{_where(loc)}: the number is infinite or beyond the double-precision range",
             loc,
             code="number_out_of_range",
         )

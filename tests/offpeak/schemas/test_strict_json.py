@@ -94,6 +94,17 @@ def test_big_bodies_stay_accepted() -> None:
     assert loads(json.dumps(body).encode()) == body
 
 
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [(float("nan"), "non_finite_number"), (float("inf"), "number_out_of_range")],
+)
+def test_check_refuses_what_other_parsers_let_through(value: float, code: str) -> None:
+    # pydantic's JSON parser (OpenAI batch input lines) reads NaN and 1e999 as floats.
+    with pytest.raises(UnsafeJson) as refused:
+        strict_json.check({"body": {"x": [value]}})
+    assert (refused.value.code, refused.value.loc) == (code, ("body", "x", 0))
+
+
 def test_dotted_paths() -> None:
     assert dotted(("request_body", "messages", 0, "content")) == "request_body.messages[0].content"
     assert dotted((2, "a")) == "[2].a"
