@@ -22,12 +22,13 @@ from offpeak.publish.exxa_jsonl import publish_ready
 from offpeak.publish.openai_files import finalize_ready, is_output, output_line, write_files
 from offpeak.publish.openai_objects import openai_batch_object
 from offpeak.run.chunk_files import encode_results
-from offpeak.schemas import BatchCreate, BatchOutputLine, ResultRow, Status
+from offpeak.schemas import BatchCreate, BatchOutputLine, JobStatus, ResultRow, Status
 from offpeak.state import batches
 from offpeak.state import openai as state
 from offpeak.state.batches import create_batch
 from offpeak.state.db import Database
-from offpeak.state.models import ApiKey, Request
+from offpeak.state.jobs import create_job, update_job
+from offpeak.state.models import ApiKey, Job, Request
 from offpeak.storage import ObjectStore
 from tests.utils.factories import add_requests
 
@@ -290,3 +291,25 @@ def test_get_and_list_are_the_batches_own_filtered_to_openai_views(
         made[1]: True,
         plain.id: False,
     }
+
+
+def test_a_cancelled_batch_gets_its_files_once_its_running_job_ends(
+    db: Database, store: ObjectStore, key: ApiKey
+) -> None:
+    new = make_batch(db, store, key, ["running", "waiting"])
+    running = new.requests[0][0]
+    job = Job(
+        id=new_id(),
+        model=MODEL,
+        deployment="d",
+        status=JobStatus.RUNNING.value,
+        manifest_key="m",
+        request_count=0,
+        created_at=now(),
+    )
+    assert create_job(db, job, [running], now()) == 1
+    batches.cancel_batch(db, key.id, new.id, now())
+    assert finalize_ready(db, store, [new.id]) == []  # what the cancel route tries
+    assert finalize_ready(db, store) == []
+    update_job(db, job.id, status=JobStatus.COMPLETED.value)
+    assert finalize_ready(db, store) == [new.id]
