@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import ColumnElement, case, func, select, update
 
 from offpeak.errors import Conflict, NotFound
 from offpeak.ids import new_id
@@ -266,7 +266,7 @@ def cancel_batch(db: Database, key_id: str, batch_id: str, at: int) -> Batch:
     return batch
 
 
-def _settled() -> Any:
+def _settled() -> ColumnElement[bool]:
     """No request of the batch is waiting, nor in a job still running (a job ends after
     its carbon is accounted): what it publishes can no longer change."""
     waiting = (
