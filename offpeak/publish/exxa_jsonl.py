@@ -1,43 +1,75 @@
 """Publishing: one JSONL file per finished batch, one full request object per line.
 
 A line is the :class:`~offpeak.schemas.RequestObject` of one request, the object the
-API answers for it, composed without building it: page by page, the database hands
-over each request's line as JSON text up to its request body and after its result body
-(with the keys to find those), which becomes a polars frame (in a thread, while the
-page before is written), joined by id to the bodies of their segments and the results
-of their chunk files; each line is concatenated from the database's parts and the
-request and result bodies, spliced in as the JSON text their Parquet files already
-hold, never parsed, and written from the buffers polars composed it in. A test checks
-each line against the object built the slow way.
+API answers for it, composed without building it. Page by page, the state database
+hands over each request's plain columns (:func:`offpeak.state.requests.batch_line_rows`);
+their frame is joined by id to the bodies of their segments and the results of their
+chunk files, and polars expressions compose each line. Every stored field reaches the
+file through a JSON encoder: the plain columns (ids, status, times, error, completion
+window, webhook) and the carbon object through polars', the metadata through Python's.
+The request and result bodies are the JSON text their writers encoded (pydantic at
+ingestion, the chunk writer at run time); they are spliced in as they are, never parsed,
+unless one holds a raw control character (a line break between tokens, say): that one
+is parsed and encoded again. A test checks each line against the object built the slow
+way; another puts awkward stored values through a whole batch.
+
+:func:`publish_ready` publishes each ready batch on its own: a batch whose publishing
+fails is marked `failed` with the reason in its metadata, and the next one goes on.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import queue
+import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from contextlib import closing, suppress
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from types import NoneType
+from typing import Any, TypeVar, get_args
 
 import numpy as np
+import orjson
 import polars as pl
-import pyarrow as pa
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from offpeak.clock import now
-from offpeak.schemas import Status
+from offpeak.errors import ObjectNotFound, StorageError
+from offpeak.schemas import CarbonObject, Status
 from offpeak.state import batches, requests
 from offpeak.state.db import Database
 from offpeak.state.models import Batch
 from offpeak.storage import ObjectStore
 
+log = logging.getLogger(__name__)
+
 PAGE = 10_000
 T = TypeVar("T")
 
-# The fields of a page (requests.batch_line_pages), all text.
-_SCHEMA = dict.fromkeys(requests.LINE_FIELDS, pl.String())
+# A page's plain columns (requests.LINE_COLUMNS), metadata already encoded.
+_SCHEMA: dict[str, pl.DataType] = {
+    name: pl.Int64() if name.endswith("_at") else pl.String() for name in requests.LINE_COLUMNS
+}
+_METADATA_AT = list(requests.LINE_COLUMNS).index("metadata")
+# RequestObject's fields around its JSON-text ones, in its order: each run encoded as one
+# struct, cut open to splice the rest in (a test checks the order against the model).
+_HEAD = ("id", "status", "created_at", "expires_at", "in_progress_at", "ended_at")
+_TAIL = ("error", "completion_window", "webhook", "batch_id")
+
+
+def _dtype(annotation: Any) -> pl.DataType:
+    (kind,) = [t for t in (get_args(annotation) or (annotation,)) if t is not NoneType]
+    return {float: pl.Float64(), int: pl.Int64(), str: pl.String()}[kind]
+
+
+# The carbon object, decoded to its fields to go through the encoder like the rest.
+_CARBON = pl.Struct(
+    {name: _dtype(field.annotation) for name, field in CarbonObject.model_fields.items()}
+)
 
 
 def results_key(batch: Batch) -> str:
@@ -52,26 +84,147 @@ class Published:
     lines: int
 
 
-def _text(column: pl.Expr) -> pl.Expr:
+# --- the lines: pure -------------------------------------------------------------------
+
+# As ingestion stores it (offpeak.ingest.rows.metadata_json), so a line holds the
+# metadata as stored; but refusing what is not JSON (NaN, Infinity).
+_METADATA = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite as null (what JSON can hold)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+# A run of digits this long may be an integer past 64 bits, which orjson reads as a float.
+_LONG_NUMBER = re.compile(r"[0-9]{18}")
+
+
+def _decode(text: str) -> Any:
+    """JSON text as a value: by orjson (strict, and several times faster) unless the
+    text may hold a number it would read inexactly or it refuses the text (NaN, an
+    escaped lone surrogate, a raw control character in a string, as an older release or
+    a hand could store them); then by Python's parser, which reads those."""
+    if not _LONG_NUMBER.search(text):
+        with suppress(orjson.JSONDecodeError):
+            return orjson.loads(text)
+    return json.loads(text, strict=False)
+
+
+def encode_metadata(text: str | None) -> str:
+    """Stored metadata (JSON text) as the encoder writes it: ``{}`` when absent; a
+    non-finite number that an older release stored becomes null."""
+    if not text:
+        return "{}"
+    value = _decode(text)
+    try:
+        return _METADATA.encode(value)
+    except ValueError:
+        return _METADATA.encode(_finite(value))
+
+
+def encode_text(text: str) -> str:
+    """JSON text (with raw line breaks or control characters) as one compact line."""
+    value = json.loads(text, strict=False)  # strict=False: raw controls inside strings
+    compact = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        compact.encode()
+    except UnicodeEncodeError:  # a lone surrogate: escaped, as UTF-8 cannot hold it
+        compact = json.dumps(value, separators=(",", ":"))
+    return compact
+
+
+def page_frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
+    """A page of rows of LINE_COLUMNS as a frame, its metadata encoded."""
+    texts = [row[_METADATA_AT] for row in rows]
+    # Metadata repeats ("{}" above all): each text encoded once per page.
+    encoded = {text: "" for text in texts}
+    for text in encoded:
+        encoded[text] = encode_metadata(text)
+    frame = pl.DataFrame(rows, schema=_SCHEMA, orient="row")
+    return frame.with_columns(metadata=pl.Series([encoded[text] for text in texts]))
+
+
+def _json(column: pl.Expr) -> pl.Expr:
     """Stored JSON text as a value: as is, or null when absent or empty."""
     return pl.when(column.is_not_null() & (column != "")).then(column).otherwise(pl.lit("null"))
 
 
-def _line() -> pl.Expr:
-    """The line of a row of a page and its ``request_body`` and ``result_body``: the
-    bodies spliced as JSON text between the parts of the line the database encoded,
-    with its line break."""
+def _members(*fields: pl.Expr | str) -> pl.Expr:
+    """The fields as the members of a JSON object, without its braces."""
+    return pl.struct(*fields).struct.json_encode().str.slice(1).str.head(-1)
+
+
+def _line(batch_id: str) -> pl.Expr:
+    """The line of a row of a joined page (plain columns, ``request_body``,
+    ``result_body``), with its line break."""
+    error = (
+        pl.when(pl.col("error_code").is_not_null() & (pl.col("error_code") != ""))
+        .then(pl.struct(code=pl.col("error_code"), message=pl.col("error_message").fill_null("")))
+        .alias("error")
+    )
+    carbon = pl.col("carbon").replace("", None).str.json_decode(_CARBON).struct.json_encode()
+    made = {"error": error, "batch_id": pl.lit(batch_id).alias("batch_id")}
+    tail = [made.get(name, name) for name in _TAIL]
     return pl.concat_str(
-        "head",
-        _text(pl.col("request_body")),
+        pl.lit("{"),
+        _members(*_HEAD),
+        pl.lit(',"metadata":'),
+        "metadata",
+        pl.lit(',"request_body":'),
+        _json(pl.col("request_body")),
         pl.lit(',"result_body":'),
-        _text(pl.col("result_body")),
-        "tail",
-        pl.lit("\n"),
+        _json(pl.col("result_body")),
+        pl.lit(","),
+        _members(*tail),
+        pl.lit(',"carbon":'),
+        carbon.fill_null("null"),
+        pl.lit("}\n"),
     ).alias("line")
 
 
-LINE = _line()
+def compose(page: pl.DataFrame, batch_id: str) -> pl.DataFrame:
+    """The lines of a joined page, and which of them failed."""
+    return page.select(_line(batch_id), failed=pl.col("status") == Status.FAILED.value)
+
+
+_RAW_CONTROL = re.compile(r"[\x00-\x1f]")
+
+
+def _encode_bodies(page: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
+    """``page`` with the bodies of ``rows`` (a mask) that hold a raw control character
+    parsed and encoded again; the others as they are."""
+    fixed = {}
+    for name in ("request_body", "result_body"):
+        column = page[name]
+        texts = [
+            encode_text(text) if text and _RAW_CONTROL.search(text) else text
+            for text in column.filter(rows)
+        ]
+        fixed[name] = column.scatter(rows.arg_true(), texts)
+    return page.with_columns(**fixed)
+
+
+def page_bytes(page: pl.DataFrame, batch_id: str) -> tuple[bytes, int]:
+    """The page's lines as UTF-8, and how many of them failed."""
+    lines = compose(page, batch_id)
+    data = lines["line"].str.join("").cast(pl.Binary).item() if lines.height else b""
+    # Everything the encoders wrote escapes control characters: a raw one (beyond each
+    # line's break) comes from a body, whose line is encoded again (rare).
+    if np.count_nonzero(np.frombuffer(data, np.uint8) < 0x20) > lines.height:
+        raw = lines["line"].str.head(-1).str.contains(r"[\x00-\x1f]")
+        lines = compose(_encode_bodies(page, raw), batch_id)
+        data = lines["line"].str.join("").cast(pl.Binary).item()
+    return data, int(lines["failed"].sum())
+
+
+# --- reading: the state database and the Parquet files ------------------------------------
 
 
 class _TextFiles:
@@ -109,74 +262,21 @@ class _TextFiles:
         return frame
 
 
-def _lines(page: pl.DataFrame, bodies: _TextFiles, results: _TextFiles) -> pl.DataFrame:
-    """The page's lines, and which of them failed."""
+def _joined(page: pl.DataFrame, bodies: _TextFiles, results: _TextFiles) -> pl.DataFrame:
+    """The page with its ``request_body`` and ``result_body`` texts."""
     joined = results.join(bodies.join(page, "segment_body"), "result_body")
     if joined.height != page.height:
         raise RuntimeError("a segment or chunk file holds a request id twice")
     # Until sealed, a body is in the database (empty, read as null, when not); after, in
     # its segment.
-    request_body = pl.coalesce("body", "segment_body").alias("request_body")
-    lines = joined.with_columns(request_body).select(
-        LINE, failed=pl.col("status") == Status.FAILED.value
-    )
-    return _one_line_each(lines)
-
-
-def _one_line_each(lines: pl.DataFrame) -> pl.DataFrame:
-    """Valid JSON text may break lines between tokens; a JSONL line may not. Such rare
-    lines are re-encoded (a line's own break ends it: nothing follows)."""
-    broken = lines["line"].str.contains("[\n\r][^\n\r]")
-    if not broken.any():
-        return lines
-    fixed = [_compact(line) for line in lines["line"].filter(broken)]
-    return lines.with_columns(lines["line"].scatter(broken.arg_true(), fixed))
-
-
-def _compact(line: str) -> str:
-    return json.dumps(json.loads(line), ensure_ascii=False, separators=(",", ":")) + "\n"
-
-
-# An Arrow string view: length, prefix, data buffer, offset (strings over 12 bytes).
-_VIEW = np.dtype([("length", "<i4"), ("prefix", "<i4"), ("buffer", "<i4"), ("offset", "<i4")])
-
-
-def _text_parts(lines: pl.Series) -> list[memoryview]:
-    """The UTF-8 text of ``lines`` end to end, as slices of the buffers polars holds
-    them in (a run of lines stored one after the other is one slice): nothing copied."""
-    array = lines.to_arrow(compat_level=pl.CompatLevel.newest())
-    if array.type != pa.string_view() or array.null_count:
-        raise TypeError(f"lines of type {array.type} with {array.null_count} nulls")
-    _, view_buffer, *data = array.buffers()
-    views = np.frombuffer(view_buffer, _VIEW)[array.offset : array.offset + len(array)]
-    if not len(views):
-        return []
-    if views["length"].min() <= 12:  # held in the view itself: no line is that short
-        raise ValueError("a line of 12 bytes or less")
-    ends = views["offset"].astype(np.int64) + views["length"]
-    starts = np.flatnonzero(
-        (views["buffer"][1:] != views["buffer"][:-1]) | (views["offset"][1:] != ends[:-1])
-    )
-    firsts = np.concatenate(([0], starts + 1))
-    lasts = np.concatenate((starts, [len(views) - 1]))
-    return [
-        memoryview(data[views["buffer"][first]])[views["offset"][first] : ends[last]]
-        for first, last in zip(firsts.tolist(), lasts.tolist(), strict=True)
-    ]
+    return joined.with_columns(request_body=pl.coalesce("body", "segment_body"))
 
 
 def _pages(db: Database, batch: Batch) -> Generator[pl.DataFrame, None, None]:
     """The batch's requests in id order, as frames of PAGE rows."""
     with db.session() as session:
-        for text in requests.batch_line_pages(session, batch.key_id, batch.id, PAGE):
-            yield pl.read_csv(
-                text,
-                has_header=False,
-                schema=_SCHEMA,
-                separator=requests.FIELD_SEP,
-                eol_char=requests.ROW_SEP,
-                quote_char=None,
-            ).sort("id")
+        for rows in requests.batch_line_rows(session, batch.key_id, batch.id, PAGE):
+            yield page_frame(rows)
 
 
 def _ahead(
@@ -218,6 +318,9 @@ def _ahead(
         thread.join()
 
 
+# --- publishing ------------------------------------------------------------------------
+
+
 def publish_batch(db: Database, store: ObjectStore, batch: Batch) -> Published:
     """Write the batch's JSONL (streamed page by page, the next page read from the
     database while one is written) and mark the batch ended: `completed`, or `failed`
@@ -229,15 +332,45 @@ def publish_batch(db: Database, store: ObjectStore, batch: Batch) -> Published:
     lines = failed = 0
     with store.writer(key) as out, closing(_ahead(lambda: _pages(db, batch))) as pages:
         for page in pages:
-            frame = _lines(page, bodies, results)
-            out.writelines(_text_parts(frame["line"]))
-            lines += frame.height
-            failed += int(frame["failed"].sum())
+            data, page_failed = page_bytes(_joined(page, bodies, results), batch.id)
+            out.write(data)
+            lines += page.height
+            failed += page_failed
     status = Status.FAILED if lines and failed == lines else Status.COMPLETED
     batches.finish_batch(db, batch.id, status, key, now())
     return Published(batch.id, status, key, lines)
 
 
+def transient(exc: BaseException) -> bool:
+    """Whether publishing may succeed by itself later: storage or the database out of
+    reach, not a lost object or a stored value that cannot be published."""
+    if isinstance(exc, ObjectNotFound):
+        return False
+    if isinstance(exc, DBAPIError):
+        return isinstance(exc, OperationalError) or exc.connection_invalidated
+    return isinstance(exc, StorageError | ConnectionError | TimeoutError)
+
+
 def publish_ready(db: Database, store: ObjectStore) -> list[Published]:
-    """Publish every open batch whose requests have all ended."""
-    return [publish_batch(db, store, batch) for batch in batches.ready_to_publish(db)]
+    """Publish every open batch whose requests have all ended, each on its own.
+
+    A batch that cannot be published does not stop the others: on a transient error
+    (storage or database out of reach) it stays open for the next run; on any other it
+    is marked `failed`, the reason in its metadata (``offpeak_publish_error``). Only the
+    batches published are returned.
+    """
+    published = []
+    for batch in batches.ready_to_publish(db):
+        try:
+            published.append(publish_batch(db, store, batch))
+        except Exception as exc:  # one batch's failure, whatever it is, is that batch's
+            reason = f"{type(exc).__name__}: {exc}"
+            if transient(exc):
+                log.warning("batch %s not published, retried later: %s", batch.id, reason)
+                continue
+            log.error("batch %s cannot be published, marked failed: %s", batch.id, reason)
+            try:
+                batches.fail_publish(db, batch.id, "publish_failed", reason[:1000], now())
+            except Exception as record:  # left open: the next run tries it again
+                log.error("batch %s: its failure not recorded: %s", batch.id, record)
+    return published

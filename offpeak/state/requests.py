@@ -3,66 +3,49 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from sqlalchemy import (
     ColumnElement,
-    LargeBinary,
-    Row,
     Text,
-    case,
     cast,
-    func,
-    insert,
-    literal,
     select,
     update,
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from offpeak.errors import Conflict, NotFound
-from offpeak.ids import new_id
 from offpeak.ingest.estimate import estimate_tokens
-from offpeak.schemas import RequestCreate, Status, window_seconds
+from offpeak.ingest.rows import records_table, request_row
+from offpeak.schemas import RequestCreate, Status
 from offpeak.state.db import Database
+from offpeak.state.inserter import insert_table
 from offpeak.state.models import Request
 
 CANCELLABLE = (Status.REGISTERED, Status.IN_PROGRESS)
 
 
 def new_request_row(key_id: str, create: RequestCreate, created_at: int) -> dict[str, Any]:
-    """The row to insert for an accepted request (pure: no I/O)."""
-    body = create.request_body
-    return {
-        "id": new_id(),
-        "key_id": key_id,
-        "batch_id": None,
-        "status": Status.REGISTERED.value,
-        "model": body.model,
-        "completion_window": create.completion_window,
-        "webhook": str(create.webhook) if create.webhook else None,
-        "meta": create.metadata or {},
-        "body": body.model_dump_json(by_alias=True, exclude_none=True),
-        "segment": None,
-        "created_at": created_at,
-        "expires_at": created_at + window_seconds(create.completion_window),
-        "in_progress_at": None,
-        "ended_at": None,
-        "error_code": None,
-        "error_message": None,
-        "est_tokens": estimate_tokens(body),
-    }
+    """The row of an accepted single request (pure: no I/O), its tokens estimated
+    without a model spec: see offpeak.ingest.rows.request_row."""
+    return request_row(key_id, create, created_at, estimate_tokens(create.request_body))
 
 
-def insert_requests(db: Database, rows: Sequence[dict[str, Any]]) -> None:
-    """Commit accepted requests; when this returns they are durable.
+def insert_requests(
+    db: Database, rows: pa.Table | Sequence[dict[str, Any]], *, foreign_keys: bool = True
+) -> None:
+    """Commit new requests, the table of offpeak.ingest.rows or rows as
+    :func:`new_request_row` makes them, in one transaction; when this returns they are
+    durable. The one insert of every ingest path (offpeak.state.inserter).
 
-    (The API's hot path uses the group committer's RequestInserter instead.)
+    (The API's hot path goes through the group committer's RequestInserter, which shares
+    the insert but keeps its connection.)
     """
-    if rows:
-        with db.session(write=True) as session:
-            session.execute(insert(Request), list(rows))
+    table = rows if isinstance(rows, pa.Table) else records_table(rows)
+    insert_table(db, table, foreign_keys=foreign_keys)
 
 
 def get_request(db: Database, key_id: str, request_id: str) -> Request:
@@ -120,120 +103,28 @@ LINE_COLUMNS: dict[str, InstrumentedAttribute[Any] | ColumnElement[Any]] = {
 
 def batch_line_rows(
     session: Session, key_id: str, batch_id: str, page: int
-) -> Iterator[Sequence[Row[Any]]]:
-    """A batch's requests in id order as tuples of LINE_COLUMNS, ``page`` at a time: one
-    query streamed (a server-side cursor on PostgreSQL), so memory stays flat."""
+) -> Iterator[Sequence[Sequence[Any]]]:
+    """A batch's requests in id order as tuples of LINE_COLUMNS, ``page`` at a time: a
+    query per page, from the last id of the page before, so memory stays flat.
+
+    Plain columns (text and integers, nothing for SQLAlchemy to convert), so the rows
+    come from the driver's cursor as they are: a Row object per request would cost a
+    third of publishing. Whoever writes them out encodes them.
+    """
     query = (
         select(*LINE_COLUMNS.values())
-        .where(Request.key_id == key_id, Request.batch_id == batch_id)
-        .order_by(Request.id)
-        .execution_options(yield_per=page)
-    )
-    yield from session.connection().execute(query).partitions()
-
-
-# The pages of batch_line_pages: fields apart by FIELD_SEP, rows by ROW_SEP. Neither
-# can occur in JSON text (a raw control character is not JSON whitespace, and strings
-# escape it), nor in ids, statuses and object keys.
-FIELD_SEP, ROW_SEP = "\x1f", "\x1e"
-LINE_FIELDS = ("id", "status", "segment", "result_key", "body", "head", "tail")
-
-# The line of a request (schemas.RequestObject's fields in its order) up to its request
-# body, and after its result body; publishing splices the bodies in between.
-# Ids, statuses and completion windows, made or validated here, need no escaping.
-_HEAD = (
-    '{"id":"%s","status":"%s","created_at":%s,"expires_at":%s,"in_progress_at":%s,'
-    '"ended_at":%s,"metadata":%s,"request_body":'
-)
-_TAIL = ',"error":%s,"completion_window":"%s","webhook":%s,"batch_id":"%s","carbon":%s}'
-_ERROR = '{"code":%s,"message":%s}'
-
-
-def batch_line_pages(session: Session, key_id: str, batch_id: str, page: int) -> Iterator[bytes]:
-    """A batch's requests in id order, ``page`` at a time, each page as text of
-    LINE_FIELDS per request, in no given order within the page: the request's id, status,
-    segment, result file and body (still in the database until sealed; empty when absent)
-    and the JSON text of its line before the request body and after the result body,
-    its small fields encoded exactly as a JSON encoder writes them (no spaces, non-ASCII
-    as is, control characters escaped). A query per page, from the last id of the page
-    before.
-
-    The database encodes the page and hands it over as one value: a tuple of Python
-    objects per row would cost as much as all the rest of publishing, and the encoding
-    runs while Python's GIL is free. (A float column added to a line would need a
-    printf('%!.17g') on SQLite to come through exact.)
-    """
-    postgres = session.get_bind().dialect.name == "postgresql"
-    # SQLite's printf is its format() (the older name): %s as text, NULL as nothing.
-    format_ = func.format if postgres else func.printf
-
-    def text(value: Any) -> ColumnElement[Any]:
-        return cast(literal(value), Text)
-
-    def string(column: Any) -> ColumnElement[Any]:
-        """A text column as a JSON string, or null."""
-        quoted = cast(func.to_json(column), Text) if postgres else func.json_quote(column)
-        return func.coalesce(quoted, text("null"))
-
-    def number(column: Any) -> ColumnElement[Any]:
-        return func.coalesce(cast(column, Text), text("null"))
-
-    def raw(column: Any) -> ColumnElement[Any]:
-        """Stored JSON text as is, or null when absent or empty."""
-        return func.coalesce(func.nullif(column, ""), text("null"))
-
-    error = case(
-        (
-            Request.error_code != "",
-            format_(
-                text(_ERROR),
-                string(Request.error_code),
-                string(func.coalesce(Request.error_message, "")),
-            ),
-        ),
-        else_=text("null"),
-    )
-    template = FIELD_SEP.join(["%s"] * (len(LINE_FIELDS) - 2) + [_HEAD, _TAIL])
-    line = format_(
-        text(template),
-        Request.id,
-        Request.status,
-        Request.segment,
-        Request.result_key,
-        Request.body,
-        Request.id,
-        Request.status,
-        Request.created_at,
-        Request.expires_at,
-        number(Request.in_progress_at),
-        number(Request.ended_at),
-        raw(cast(Request.meta, Text)),
-        error,
-        Request.completion_window,
-        string(Request.webhook),
-        Request.batch_id,
-        raw(Request.carbon),
-    )
-    rows = (
-        select(line.label("line"), Request.id)
         .where(Request.key_id == key_id, Request.batch_id == batch_id)
         .order_by(Request.id)
         .limit(page)
     )
     after = ""
     while True:
-        ids = rows.where(Request.id > after).subquery()
-        # As bytes (UTF-8), which polars reads: no text object made and encoded again.
-        joined = (
-            func.convert_to(func.string_agg(ids.c.line, text(ROW_SEP)), "UTF8")
-            if postgres
-            else cast(func.group_concat(ids.c.line, text(ROW_SEP)), LargeBinary)
-        )
-        data, last = session.execute(select(joined, func.max(ids.c.id))).one()
-        if data is None:
+        with closing(session.connection().execute(query.where(Request.id > after))) as result:
+            rows: Sequence[Sequence[Any]] = result.cursor.fetchall()
+        if not rows:
             return
-        yield bytes(data)
-        after = last
+        yield rows
+        after = rows[-1][0]
 
 
 def cancel_request(db: Database, key_id: str, request_id: str, at: int) -> Request:
