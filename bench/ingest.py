@@ -223,7 +223,9 @@ def clean_env(data_dir: Path) -> dict[str, str]:
 
 
 def create_api_key(env: dict[str, str]) -> str:
-    """A key with credits, made through the CLI as an operator would."""
+    """A key with credits, made through the CLI as an operator would (after migrating)."""
+    offpeak = str(Path(sys.executable).parent / "offpeak")
+    subprocess.run([offpeak, "db", "upgrade"], env=env, check=True, capture_output=True)
     output = subprocess.run(
         [str(Path(sys.executable).parent / "offpeak"), "keys", "create", "--name", "bench",
          "--credits", "5", "--json"],

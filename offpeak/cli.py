@@ -309,4 +309,17 @@ def simulate(
         for note in report.notes():
             click.echo(note, err=True)
     else:
-        click.echo(report.table())
+        click.echo(report.heading())
+        table = _table("policy", ">kgCO2e", ">misses", ">g/kWh", ">saving")
+        savings = report.savings()
+        for name, o in report.outcomes.items():
+            table.add_row(
+                name,
+                f"{o.gco2e / 1000:.2f}",
+                str(o.misses),
+                f"{o.mean_intensity:.1f}",
+                f"{savings[name]:.2f}%",
+            )
+        _print(table)
+        for note in report.notes():
+            click.echo(note)

@@ -273,20 +273,10 @@ class Report:
             return ["optimal: the MILP did not finish in time; its LP relaxation is a lower bound"]
         return []
 
-    def table(self) -> str:
+    def heading(self) -> str:
         sc = self.scenario
         cap = "unlimited" if sc.capacity is None else f"{sc.capacity} jobs per pool"
-        lines = [
-            f"{len(sc.jobs)} jobs, pools {', '.join(sc.zones)} ({cap}), forecast {self.forecast}",
-            f"{'policy':<15} {'kgCO2e':>10} {'misses':>7} {'g/kWh':>8} {'saving':>8}",
-        ]
-        savings = self.savings()
-        for name, o in self.outcomes.items():
-            lines.append(
-                f"{name:<15} {o.gco2e / 1000:>10.2f} {o.misses:>7} "
-                f"{o.mean_intensity:>8.1f} {savings[name]:>7.2f}%"
-            )
-        return "\n".join(lines + self.notes())
+        return f"{len(sc.jobs)} jobs, pools {', '.join(sc.zones)} ({cap}), forecast {self.forecast}"
 
 
 def simulate(

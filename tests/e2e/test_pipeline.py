@@ -206,3 +206,16 @@ def test_getting_started_snippets_complete_a_batch_on_the_served_stack(stack: St
     assert all(r.status == "completed" and r.result_body for r in results)
     assert {r.metadata.get("batch_name") for r in results} == {None}
     assert {r.batch_id for r in results} == {batch["id"]}
+
+
+def test_the_deployed_scheduler_never_runs_twice_at_once(stack: Stack) -> None:
+    # As the Prefect server holds it after `offpeak serve` deployed prefect.yaml.
+    from prefect import get_client
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("scheduler/scheduler")
+    limit = deployment.global_concurrency_limit
+    assert limit is not None and limit.limit == 1
+    assert deployment.concurrency_options is not None
+    assert deployment.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW

@@ -20,11 +20,6 @@ def test_entrypoint_resolves_to_a_flow(deployment: dict[str, object]) -> None:
     assert flow.description, f"{flow.name} needs a docstring: it shows in the Prefect UI"
 
 
-def test_the_scheduler_never_runs_twice_at_once() -> None:
-    (scheduler,) = [d for d in DEPLOYMENTS if d["name"] == "scheduler"]
-    assert scheduler["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
-
-
 def test_every_task_retries_only_transient_errors() -> None:
     from tasks import inference, publishing, scheduling
 
