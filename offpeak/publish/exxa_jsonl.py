@@ -6,7 +6,8 @@ hands over each request's plain columns (:func:`offpeak.state.requests.batch_lin
 their frame is joined by id to the bodies of their segments and the results of their
 chunk files, and polars expressions compose each line. Every stored field reaches the
 file through a JSON encoder: the plain columns (ids, status, times, error, completion
-window, webhook) and the carbon object through polars', the metadata through Python's.
+window, webhook) and the carbon object through polars', the metadata through orjson's
+or Python's (:func:`encode_metadata`).
 The request and result bodies are the JSON text their writers encoded (pydantic at
 ingestion, the chunk writer at run time); they are spliced in as they are, never parsed,
 unless one holds a raw control character (a line break between tokens, say): that one
@@ -102,27 +103,24 @@ def _finite(value: Any) -> Any:
     return value
 
 
-# A run of digits this long may be an integer past 64 bits, which orjson reads as a float.
-_LONG_NUMBER = re.compile(r"[0-9]{18}")
-
-
-def _decode(text: str) -> Any:
-    """JSON text as a value: by orjson (strict, and several times faster) unless the
-    text may hold a number it would read inexactly or it refuses the text (NaN, an
-    escaped lone surrogate, a raw control character in a string, as an older release or
-    a hand could store them); then by Python's parser, which reads those."""
-    if not _LONG_NUMBER.search(text):
-        with suppress(orjson.JSONDecodeError):
-            return orjson.loads(text)
-    return json.loads(text, strict=False)
-
-
 def encode_metadata(text: str | None) -> str:
     """Stored metadata (JSON text) as the encoder writes it: ``{}`` when absent; a
-    non-finite number that an older release stored becomes null."""
+    non-finite number that an older release stored becomes null.
+
+    orjson decodes and encodes it first (fast and strict); where its text is the one
+    stored (plain ASCII, as most metadata is) that is the answer. Else, or where orjson
+    refuses the text (NaN, an escaped lone surrogate, a raw control character in a
+    string, an integer past 64 bits it would read as a float), Python's parser reads it
+    and its encoder writes it as ingestion stores metadata.
+    """
     if not text:
         return "{}"
-    value = _decode(text)
+    try:
+        if orjson.dumps(orjson.loads(text)) == text.encode():
+            return text
+    except (orjson.JSONDecodeError, TypeError):  # TypeError: orjson's encoding error
+        pass
+    value = json.loads(text, strict=False)
     try:
         return _METADATA.encode(value)
     except ValueError:
