@@ -16,8 +16,10 @@ from offpeak.schemas.strict_json import dotted
 
 STATUS: list[tuple[type[errors.OffpeakError], int]] = [
     (errors.UnknownModel, 422),
+    (errors.TooLarge, 413),
     (errors.InvalidInput, 422),
     (errors.AuthenticationError, 401),
+    (errors.Forbidden, 403),
     (errors.InsufficientCredits, 402),
     (errors.NotFound, 404),
     (errors.Conflict, 409),

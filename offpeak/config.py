@@ -95,6 +95,15 @@ class Settings(BaseSettings):
         20 * 1024**3,
         description="Largest dataset file accepted by `POST /v1/datasets`, in bytes (else 413).",
     )
+    dataset_sources: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Where each API key may read datasets from (`POST /v1/datasets?source="
+        "s3://...`): a JSON object mapping a key id, or `*` for every key, to a list of "
+        '`s3://bucket/prefix/` locations, e.g. `{"<key id>": ["s3://team-data/datasets/"]}`. '
+        "A source outside its key's locations answers 403 (`dataset_source_forbidden`); "
+        "the service's own storage (OFFPEAK_STORAGE_URL) is never a source, whatever is "
+        "listed. Empty (the default): no key may read from S3, uploads only.",
+    )
     api_url: str = Field(
         "http://127.0.0.1:8000",
         description="Base URL of the offpeak API that the client and the CLI "
@@ -204,6 +213,18 @@ class Settings(BaseSettings):
         if url.startswith("s3://") and not url[5:].strip("/"):
             raise ValueError("storage_url s3:// needs a bucket name")
         return url
+
+    @field_validator("dataset_sources")
+    @classmethod
+    def _source_prefixes(cls, sources: dict[str, list[str]]) -> dict[str, list[str]]:
+        for key_id, prefixes in sources.items():
+            for prefix in prefixes:
+                bucket = prefix.removeprefix("s3://").split("/", 1)[0]
+                if not prefix.startswith("s3://") or not bucket:
+                    raise ValueError(
+                        f"dataset_sources[{key_id!r}]: {prefix!r} is not an s3://bucket/prefix/"
+                    )
+        return sources
 
     @field_validator("database_url")
     @classmethod

@@ -69,10 +69,36 @@ class DatasetError(InvalidInput):
     The message names the column or the row (counted from 0). Codes:
     ``dataset_unreadable``, ``dataset_empty``, ``dataset_column_missing``,
     ``dataset_column_type``, ``dataset_invalid_row``, ``dataset_duplicate_id``,
-    ``dataset_invalid_mapping``.
+    ``dataset_invalid_mapping``, ``dataset_not_utf8``, ``json_too_deep`` (a JSON line
+    nests deeper than the readers can bear).
     """
 
     code = "dataset_invalid"
+
+
+class TooLarge(InvalidInput):
+    """An input is larger than a configured limit allows."""
+
+    code = "payload_too_large"
+
+
+class DatasetTooLarge(DatasetError, TooLarge):
+    """A dataset expands past its size limit once decompressed, whatever its size as sent."""
+
+    code = "dataset_too_large"
+
+
+class Forbidden(OffpeakError, PermissionError):
+    """The API key is valid but not allowed to do this."""
+
+    code = "forbidden"
+
+
+class DatasetSourceForbidden(Forbidden):
+    """A dataset ``source`` names a location the key may not read: outside the key's
+    allowed prefixes, or inside the service's own storage."""
+
+    code = "dataset_source_forbidden"
 
 
 class BatchInputInvalid(InvalidInput):

@@ -6,11 +6,10 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from fastapi import APIRouter, Query, Request
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -18,7 +17,13 @@ from api_adapter.deps import KeyDep, ServicesDep
 from api_adapter.idempotency import IdempotentRoute, idempotent
 from offpeak.clock import now
 from offpeak.errors import DatasetError
-from offpeak.ingest.datasets import DatasetFile, S3Access, format_of, ingest_dataset
+from offpeak.ingest.datasets import (
+    DatasetFile,
+    S3Access,
+    check_source,
+    format_of,
+    ingest_dataset,
+)
 from offpeak.publish.objects import batch_object
 from offpeak.schemas import BatchObject, DatasetFormat, DatasetMapping
 from offpeak.state import batches as state
@@ -28,8 +33,9 @@ PATH = "/v1/datasets"
 router = APIRouter(prefix=PATH, tags=["datasets"], route_class=IdempotentRoute)
 
 SOURCE_DESCRIPTION = (
-    "`s3://bucket/key` of a dataset the service reads from its object store's S3 endpoint, "
-    "instead of an uploaded body."
+    "`s3://bucket/key` of a dataset, instead of an uploaded body: under one of the locations "
+    "this API key may read (OFFPEAK_DATASET_SOURCES), never in the service's own storage; "
+    "else 403 `dataset_source_forbidden`."
 )
 _MEDIA: dict[str, DatasetFormat] = {
     "application/vnd.apache.parquet": "parquet",
@@ -42,43 +48,15 @@ _MEDIA: dict[str, DatasetFormat] = {
 _FILENAME = re.compile(r'filename="?([^";]+)"?')
 
 
-def _query_parameters() -> list[dict[str, Any]]:
-    """The mapping's fields as OpenAPI query parameters (the route parses them itself)."""
-    schema = DatasetMapping.model_json_schema()
-    required = set(schema.get("required", []))
-    listed: list[dict[str, Any]] = [
-        {"name": "source", "in": "query", "description": SOURCE_DESCRIPTION}
-    ]
-    for name, prop in schema["properties"].items():
-        listed.append(
-            {
-                "name": name,
-                "in": "query",
-                "required": name in required,
-                "description": prop.get("description", prop.get("title", name)),
-                "schema": {k: v for k, v in prop.items() if k not in ("description", "title")},
-            }
+class DatasetQuery(DatasetMapping):
+    """The query string: the column mapping, and the dataset's location when not sent."""
+
+    source: str | None = Field(None, description=SOURCE_DESCRIPTION)
+
+    def mapping(self) -> DatasetMapping:
+        return DatasetMapping.model_validate(
+            self.model_dump(exclude={"source"}, exclude_unset=True)
         )
-    for item in listed:
-        item.setdefault("schema", {"type": "string"})
-    return listed
-
-
-def _mapping(request: Request) -> DatasetMapping:
-    params = request.query_params
-    data: dict[str, Any] = {
-        name: params.getlist(name) if name == "parameter_columns" else params[name]
-        for name in params
-        if name != "source"
-    }
-    try:
-        return DatasetMapping.model_validate(data)
-    except ValidationError as exc:
-        errors = [
-            {"loc": ("query", *err["loc"]), "msg": err["msg"], "type": err["type"]}
-            for err in exc.errors()
-        ]
-        raise RequestValidationError(errors) from None
 
 
 async def _receive(request: Request, limit: int) -> Path:
@@ -117,7 +95,6 @@ def _format_of_name(name: str) -> DatasetFormat | None:
     status_code=201,
     response_model=BatchObject,
     openapi_extra={
-        "parameters": _query_parameters(),
         "requestBody": {
             "description": "The dataset file (Parquet, CSV or JSONL), unless `source` is given.",
             "content": {"application/octet-stream": {"schema": {"type": "string"}}},
@@ -125,33 +102,40 @@ def _format_of_name(name: str) -> DatasetFormat | None:
     },
 )
 @idempotent
-async def submit_dataset(request: Request, key: KeyDep, services: ServicesDep) -> BatchObject:
+async def submit_dataset(
+    request: Request, key: KeyDep, services: ServicesDep, query: Annotated[DatasetQuery, Query()]
+) -> BatchObject:
     """Submit a dataset as one batch: each row becomes a request (column mapping in the query)."""
     require_balance(key, services.settings.min_balance_usd)
-    mapping = _mapping(request)
+    mapping = query.mapping()
     spec = services.registry.get(mapping.model)
     settings = services.settings
-    source = request.query_params.get("source")
-    upload: Path | None = None
+    source = query.source
     name: str | None = None
     kind: DatasetFormat | None = mapping.format
     if source is not None:
-        if not source.startswith("s3://"):
-            raise DatasetError(
-                f"source {source!r} is not an s3:// URI; upload a local file as the body",
-                code="dataset_invalid_source",
-            )
+        check_source(source, key.id, settings.dataset_sources, settings.storage_url)
+        kind = kind or _format_of_name(source)
+        fd, temporary = tempfile.mkstemp(prefix="offpeak-dataset-")
+        os.close(fd)  # filled from S3 off the event loop
+        local = Path(temporary)
     else:
         disposition = _FILENAME.search(request.headers.get("content-disposition", ""))
         name = disposition.group(1).rsplit("/", 1)[-1] if disposition else None
-        upload = await _receive(request, settings.max_dataset_bytes)
+        local = await _receive(request, settings.max_dataset_bytes)
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         kind = kind or _MEDIA.get(media) or (_format_of_name(name) if name else None)
 
     def ingest() -> BatchObject:
         # Opening the file reads it (S3 included): all of it off the event loop.
-        s3 = S3Access(settings.s3_endpoint_url, settings.s3_region)
-        dataset = DatasetFile(source or str(upload), kind, s3)
+        if source is not None:
+            # One local copy, read by every pass: the object cannot change between the
+            # checks of its bytes and their parsing.
+            with local.open("wb") as into:
+                S3Access(settings.s3_endpoint_url, settings.s3_region).download(
+                    source, into, settings.max_dataset_bytes
+                )
+        dataset = DatasetFile(str(local), kind, max_bytes=settings.max_dataset_bytes)
         ingested = ingest_dataset(
             services.db,
             services.store,
@@ -161,7 +145,7 @@ async def submit_dataset(request: Request, key: KeyDep, services: ServicesDep) -
             max_completion_tokens=spec.max_completion_tokens,
             segment_rows=settings.seal_rows,
             at=now(),
-            source_name=name or ("upload" if upload is not None else None),
+            source_name=source or name or "upload",
         )
         counts = state.request_counts(services.db, [ingested.batch.id])
         return batch_object(ingested.batch, counts[ingested.batch.id])
@@ -169,5 +153,4 @@ async def submit_dataset(request: Request, key: KeyDep, services: ServicesDep) -
     try:
         return await run_in_threadpool(ingest)
     finally:
-        if upload is not None:
-            upload.unlink(missing_ok=True)
+        local.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import uuid
@@ -234,26 +235,93 @@ def test_parquet_results_wait_for_the_batch(api: httpx.Client) -> None:
     assert bad.status_code == 422
 
 
-def test_a_dataset_on_s3_is_read_by_the_service(api: httpx.Client, s3_endpoint: str) -> None:
+def test_an_s3_source_the_key_was_not_granted_is_forbidden(
+    api: httpx.Client, s3_endpoint: str
+) -> None:
+    # The object is there and the service could read it: no allow-list names it.
     bucket = f"datasets-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="in/reviews.parquet", Body=parquet(REVIEWS))
-
-    source = f"s3://{bucket}/in/reviews.parquet"
     response = api.post(
         "/v1/datasets",
         params={
             "model": MODEL,
             "prompt_column": "text",
-            "id_column": "review_id",
-            "source": source,
+            "source": f"s3://{bucket}/in/reviews.parquet",
         },
     )
-    assert response.status_code == 201, response.text
-    assert response.json()["metadata"]["dataset"]["source"] == source
-    missing = api.post(
+    assert (response.status_code, error_code(response)) == (403, "dataset_source_forbidden")
+    assert lines(api.get("/v1/batches")) == []
+
+
+def test_a_deeply_nested_jsonl_line_is_refused_and_the_api_stays_up(
+    api: httpx.Client, live_api: LiveApi
+) -> None:
+    # pyarrow's JSON reader dies with SIGSEGV on this line (tests/offpeak/ingest/
+    # test_dataset_bounds.py shows it): the whole API process used to go with it.
+    depth = 100_000
+    body = b'{"text": "x"}\n{"text": "x", "o": ' + b"[" * depth + b"]" * depth + b"}\n"
+    response = post(api, body, "application/x-ndjson", prompt_column="text")
+    assert (response.status_code, error_code(response)) == (422, "json_too_deep")
+    assert "line 1: a value nests deeper than 64 levels" in response.text
+    assert live_api.process is not None and live_api.process.poll() is None
+    assert httpx.get(f"{live_api.base_url}/healthz").status_code == 200
+    fine = post(api, b'{"text": "x", "o": [[1]]}\n', "application/x-ndjson", prompt_column="text")
+    assert fine.status_code == 201, fine.text
+
+
+def _gzip_bomb(line: bytes, header: bytes = b"") -> bytes:
+    """12 MB of ``line`` (2M rows of a short one) in a few KB of gzip."""
+    return gzip.compress(header + line * (12_000_000 // len(line)), 9)
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "media"),
+    [
+        ("bomb.csv.gz", _gzip_bomb(b"hello\n", b"text\n"), "application/gzip"),
+        ("bomb.jsonl.gz", _gzip_bomb(b'{"text": "hello"}\n'), "application/gzip"),
+        (
+            "bomb.parquet",
+            parquet(pl.DataFrame({"text": ["the same long prompt " * 10] * 100_000})),
+            "application/octet-stream",
+        ),
+    ],
+)
+def test_a_dataset_expanding_past_the_limit_gets_413_whatever_its_size_as_sent(
+    api: httpx.Client, name: str, body: bytes, media: str
+) -> None:
+    assert len(body) < MAX_DATASET_BYTES // 4
+    response = api.post(
         "/v1/datasets",
-        params={"model": MODEL, "prompt_column": "text", "source": f"s3://{bucket}/nope.parquet"},
+        params={"model": MODEL, "prompt_column": "text"},
+        content=body,
+        headers={"Content-Type": media, "Content-Disposition": f'attachment; filename="{name}"'},
     )
-    assert (missing.status_code, error_code(missing)) == (422, "dataset_unreadable")
+    assert (response.status_code, error_code(response)) == (413, "dataset_too_large")
+    assert str(MAX_DATASET_BYTES) in response.text
+    assert lines(api.get("/v1/batches")) == []
+
+
+def test_a_csv_header_that_is_not_utf8_is_refused(api: httpx.Client) -> None:
+    body = "réponse,id\nhello,1\n".encode("latin-1")
+    response = post(api, body, "text/csv", prompt_column="réponse")
+    assert (response.status_code, error_code(response)) == (422, "dataset_not_utf8")
+    assert "not UTF-8" in response.text
+
+
+def test_the_query_string_is_documented_as_parameters(live_api: LiveApi) -> None:
+    operation = httpx.get(f"{live_api.base_url}/openapi.json").json()["paths"]["/v1/datasets"]
+    parameters = {p["name"]: p for p in operation["post"]["parameters"]}
+    assert {"source", "model", "prompt_column", "parameter_columns", "format"} <= set(parameters)
+    assert parameters["model"]["required"] is True
+    assert parameters["parameter_columns"]["schema"]["type"] == "array"
+    assert "OFFPEAK_DATASET_SOURCES" in parameters["source"]["description"]
+
+
+def test_unknown_and_repeated_query_parameters(api: httpx.Client) -> None:
+    unknown = post(api, parquet(REVIEWS), prompt_column="text", colour="blue")
+    assert (unknown.status_code, error_code(unknown)) == (422, "validation_error")
+    assert unknown.json()["detail"][0]["loc"] == ["query", "colour"]
+    bad_number = post(api, parquet(REVIEWS), prompt_column="text", max_tokens="many")
+    assert bad_number.json()["detail"][0]["loc"] == ["query", "max_tokens"]

@@ -1,15 +1,19 @@
 """Dataset files as streams of Arrow record batches: Parquet, CSV or JSONL, local or S3.
 
 A file is opened again for each pass over it, and read a block at a time, so a dataset
-never sits in memory whole.
+never sits in memory whole. A CSV or JSONL file reaches pyarrow's readers only once
+:func:`~offpeak.ingest.datasets.bounds.check_stream` has read it (size after
+decompression, depth of JSON nesting); a Parquet file is held to the size limit by its
+metadata and by what its columns decode to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -17,10 +21,12 @@ import pyarrow.fs as pa_fs
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from offpeak.errors import DatasetError
+from offpeak.errors import DatasetError, DatasetSourceForbidden, DatasetTooLarge
+from offpeak.ingest.datasets.bounds import Scanned, check_stream
 from offpeak.schemas import DatasetFormat
 
-BLOCK_BYTES = 8 << 20  # CSV and JSONL are parsed this many bytes at a time
+BLOCK_BYTES = 8 << 20  # CSV and JSONL blocks at most (a row must fit in one)
+COPY_BYTES = 8 << 20
 _SUFFIXES: dict[str, DatasetFormat] = {
     ".parquet": "parquet",
     ".pq": "parquet",
@@ -30,6 +36,14 @@ _SUFFIXES: dict[str, DatasetFormat] = {
     ".json": "jsonl",
 }
 _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
+# Arrow's codec by a file's first bytes, not its name: an upload's temporary file has
+# no suffix. bzip2's magic is long (`BZh`, a digit, then pi's BCD) so text never matches.
+_MAGIC = {
+    re.compile(rb"\x1f\x8b"): "gzip",
+    re.compile(rb"BZh[1-9]1AY&SY"): "bz2",
+    re.compile(rb"\x28\xb5\x2f\xfd"): "zstd",
+    re.compile(rb"\x04\x22\x4d\x18"): "lz4",
+}
 
 
 def format_of(name: str, head: bytes = b"") -> DatasetFormat:
@@ -52,6 +66,57 @@ def format_of(name: str, head: bytes = b"") -> DatasetFormat:
     )
 
 
+def _bucket_and_key(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def _folder(prefix: str) -> str:
+    # `s3://b/in` allows `in/...`, not `inbox/...`.
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def check_source(
+    source: str, key_id: str, allowed: Mapping[str, Sequence[str]], storage_url: str
+) -> None:
+    """Refuse a dataset ``source`` that ``key_id`` may not read.
+
+    A source is one S3 object (`s3://bucket/key`, no empty, `.` or `..` segment) under
+    one of the key's ``allowed`` prefixes (or those of `*`), and never inside the
+    service's own storage (``storage_url``: every key's files, requests and results),
+    whatever the list says: the service reads it with its own credentials.
+    Raises :class:`DatasetError` (``dataset_invalid_source``) for what is not such a
+    URI, :class:`DatasetSourceForbidden` for a place the key may not read.
+    """
+    if not source.startswith("s3://"):
+        raise DatasetError(
+            f"source {source!r} is not an s3:// URI; upload a local file as the body",
+            code="dataset_invalid_source",
+        )
+    bucket, key = _bucket_and_key(source)
+    if not bucket or not key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise DatasetError(
+            f"source {source!r} names no object: s3://bucket/key, without empty, "
+            "'.' or '..' segments",
+            code="dataset_invalid_source",
+        )
+    if storage_url.startswith("s3://"):
+        own_bucket, own_prefix = _bucket_and_key(storage_url.rstrip("/"))
+        if bucket == own_bucket and key.startswith(_folder(own_prefix)):
+            raise DatasetSourceForbidden(
+                f"source {source!r} is inside the service's own storage, which is never "
+                "a dataset source: upload the file as the body"
+            )
+    for prefix in (*allowed.get(key_id, ()), *allowed.get("*", ())):
+        allowed_bucket, allowed_key = _bucket_and_key(prefix)
+        if bucket == allowed_bucket and key.startswith(_folder(allowed_key)):
+            return
+    raise DatasetSourceForbidden(
+        f"source {source!r} is not among the locations this API key may read datasets "
+        "from (OFFPEAK_DATASET_SOURCES); upload the file as the body"
+    )
+
+
 @dataclass(frozen=True)
 class S3Access:
     """How the service reaches `s3://` datasets: the object store's own endpoint."""
@@ -67,14 +132,44 @@ class S3Access:
             options["scheme"] = scheme or "https"
         return pa_fs.S3FileSystem(**options)
 
+    def download(self, source: str, into: BinaryIO, max_bytes: int) -> None:
+        """Copy the object ``source`` (`s3://bucket/key`) into ``into`` as stored, at
+        most ``max_bytes`` of it. A dataset is read several times: from one local copy,
+        so the object cannot change between the check of its bytes and their parsing."""
+        copied = 0
+        try:
+            path = source.removeprefix("s3://")
+            with self.filesystem().open_input_stream(path, compression=None) as stream:
+                while chunk := stream.read(COPY_BYTES):
+                    copied += len(chunk)
+                    if copied > max_bytes:
+                        raise DatasetTooLarge(
+                            f"dataset {source} is larger than the {max_bytes}-byte limit"
+                        )
+                    into.write(chunk)
+        except (OSError, pa.ArrowException) as exc:
+            raise DatasetError(
+                f"cannot read dataset {source}: {exc}", code="dataset_unreadable"
+            ) from None
+
 
 class DatasetFile:
-    """One dataset file, read as record batches of the columns asked for."""
+    """One dataset file, read as record batches of the columns asked for.
+
+    ``max_bytes`` bounds the data once decompressed (CSV, JSONL) or as its Parquet
+    metadata counts it uncompressed: past it, reading raises :class:`DatasetTooLarge`.
+    """
 
     def __init__(
-        self, location: str | Path, kind: DatasetFormat | None = None, s3: S3Access | None = None
+        self,
+        location: str | Path,
+        kind: DatasetFormat | None = None,
+        s3: S3Access | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.location = str(location)
+        self.max_bytes = max_bytes
+        self._scanned: Scanned | None = None
         if self.location.startswith("s3://"):
             path = self.location.removeprefix("s3://")
             if "/" not in path.strip("/"):
@@ -85,9 +180,22 @@ class DatasetFile:
             self.path = path
         else:
             self.fs, self.path = pa_fs.LocalFileSystem(), str(Path(location).resolve())
-        self.kind = kind or format_of(self.location, self._head())
+        head = self._head()
+        self.compression = next(
+            (codec for magic, codec in _MAGIC.items() if magic.match(head)), None
+        )
+        if self.compression is not None and kind is None:
+            head = self._head(self.compression)
+        self.kind = kind or format_of(self.location, head)
 
     def _unreadable(self, exc: Exception) -> DatasetError:
+        if isinstance(exc, UnicodeDecodeError):
+            # pyarrow hands column names over as UTF-8; a CSV header in another encoding.
+            return DatasetError(
+                f"{self.kind_name} dataset {self.location}: its column names are not UTF-8 "
+                f"text (byte {exc.start} of {exc.object[:40]!r}); save the file as UTF-8",
+                code="dataset_not_utf8",
+            )
         return DatasetError(
             f"cannot read {self.kind_name} dataset {self.location}: {exc}",
             code="dataset_unreadable",
@@ -97,9 +205,9 @@ class DatasetFile:
     def kind_name(self) -> str:
         return getattr(self, "kind", None) or "the"
 
-    def _head(self) -> bytes:
+    def _head(self, compression: str | None = None) -> bytes:
         try:
-            with self.fs.open_input_stream(self.path) as stream:
+            with self.fs.open_input_stream(self.path, compression=compression) as stream:
                 return cast(bytes, stream.read(64))
         except (OSError, pa.ArrowException) as exc:
             raise self._unreadable(exc) from None
@@ -110,8 +218,11 @@ class DatasetFile:
             if self.kind == "parquet":
                 return self._parquet().schema_arrow
             with self._text_reader(None) as reader:
-                return reader.schema
-        except (OSError, pa.ArrowException) as exc:
+                schema: pa.Schema = reader.schema
+            # pyarrow decodes column names only when they are asked for: ask here.
+            schema.names  # noqa: B018
+            return schema
+        except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
             raise self._unreadable(exc) from None
 
     def batches(self, schema: pa.Schema, rows: int) -> Iterator[pa.RecordBatch]:
@@ -119,11 +230,21 @@ class DatasetFile:
         Parquet batches hold at most ``rows`` rows)."""
         try:
             if self.kind == "parquet":
-                yield from self._parquet().iter_batches(batch_size=rows, columns=schema.names)
+                decoded = 0
+                for batch in self._parquet().iter_batches(batch_size=rows, columns=schema.names):
+                    # Dictionary and run-length encodings hide sizes the metadata
+                    # cannot show: count what decoding makes of them.
+                    decoded += batch.nbytes
+                    if self.max_bytes is not None and decoded > self.max_bytes:
+                        raise DatasetTooLarge(
+                            f"the dataset's columns decode to more than the "
+                            f"{self.max_bytes}-byte limit"
+                        )
+                    yield batch
                 return
             with self._text_reader(schema) as reader:
                 yield from reader
-        except (OSError, pa.ArrowException) as exc:
+        except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
             raise self._unreadable(exc) from None
 
     def rows_if_known(self) -> int | None:
@@ -154,10 +275,25 @@ class DatasetFile:
 
     def _parquet(self) -> pq.ParquetFile:
         # No pre-buffering: it keeps every column chunk read until the file is closed.
-        return pq.ParquetFile(self.fs.open_input_file(self.path), pre_buffer=False)
+        parquet = pq.ParquetFile(self.fs.open_input_file(self.path), pre_buffer=False)
+        if self.max_bytes is not None:
+            meta = parquet.metadata
+            size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            if size > self.max_bytes:
+                raise DatasetTooLarge(
+                    f"the dataset holds {size} bytes uncompressed, past the "
+                    f"{self.max_bytes}-byte limit"
+                )
+        return parquet
 
     def _text_reader(self, schema: pa.Schema | None) -> Any:
-        stream = self.fs.open_input_stream(self.path, compression="detect")
+        if self._scanned is None:  # once per file: its passes read the same bytes
+            with self.fs.open_input_stream(self.path, compression=self.compression) as raw:
+                self._scanned = check_stream(raw, self.max_bytes, self.kind == "jsonl")
+        # Types are inferred from one large first block, as many rows as before; the
+        # passes then read small blocks of those types.
+        block = BLOCK_BYTES if schema is None else self._scanned.block_bytes(BLOCK_BYTES)
+        stream = self.fs.open_input_stream(self.path, compression=self.compression)
         if self.kind == "csv":
             convert = pa_csv.ConvertOptions(
                 include_columns=schema.names if schema is not None else None,
@@ -166,7 +302,7 @@ class DatasetFile:
             )
             return pa_csv.open_csv(
                 stream,
-                read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES),
+                read_options=pa_csv.ReadOptions(block_size=block),
                 convert_options=convert,
             )
         parse = (
@@ -175,5 +311,5 @@ class DatasetFile:
             else None
         )
         return pa_json.open_json(
-            stream, read_options=pa_json.ReadOptions(block_size=BLOCK_BYTES), parse_options=parse
+            stream, read_options=pa_json.ReadOptions(block_size=block), parse_options=parse
         )
