@@ -181,11 +181,14 @@ class Placement:
 
         slot = np.arange(slots)[None, None, :]
         self.small = jobs.work < params.min_job_gpu_s
-        waiting = (self.small & ~self.forced)[:, None, None]
-        last = self.last_slot[:, :, None]
-        allowed = np.where(waiting, slot == last, slot <= last)
-        # Ties (flat or repeating forecasts) go to the earliest slot, whatever the rounding.
-        score = self.cost * (np.where(slot > 0, 1.0 + params.min_saving, 1.0) + 1e-9 * slot)
+        # Every job may take any slot of its window, so the cleanest one is never dirtier
+        # than running now (slot 0) unless capacity or a deadline says otherwise.
+        allowed = slot <= self.last_slot[:, :, None]
+        # Ties (flat or repeating forecasts) go to the earliest slot, whatever the rounding,
+        # except for small work: there the latest of equally clean slots gives later
+        # arrivals longest to join the job (and share its start-up) at no carbon cost.
+        tie = np.where(self.small[:, None, None], -1e-9, 1e-9) * slot
+        score = self.cost * (np.where(slot > 0, 1.0 + params.min_saving, 1.0) + tie)
         score = np.where(allowed & ~np.isnan(score), score, np.inf)
         self.score = score.reshape(n, npools * slots)
         self.first_choice = self.score.argmin(axis=1)
@@ -321,14 +324,16 @@ class Placement:
                 break
 
     def _cleanest(self, j: int) -> tuple[tuple[int, int] | None, str]:
-        why = "aggregating" if self.small[j] else "cleanest"
         if self.seen_l[j]:
-            if self._fits(j, *self.first_l[j]):
-                return self.first_l[j], why
-            row = np.where(self._blocked(j, self.slots).ravel(), np.inf, self.score[j])
-            k = int(row.argmin())
-            if np.isfinite(row[k]):
-                return divmod(k, self.slots), why
+            choice: tuple[int, int] | None = self.first_l[j]
+            if not self._fits(j, *self.first_l[j]):
+                row = np.where(self._blocked(j, self.slots).ravel(), np.inf, self.score[j])
+                k = int(row.argmin())
+                choice = divmod(k, self.slots) if np.isfinite(row[k]) else None
+            if choice is not None:
+                # Small work planned later waits there for company as well as for the grid.
+                waits = self.small[j] and choice[1] > 0
+                return choice, "aggregating" if waits else "cleanest"
         if self.small[j] and not self.forced[j]:  # no forecast that far: wait, still
             for p, s in enumerate(self.last_slot[j].tolist()):
                 if s > 0 and self._fits(j, p, s):

@@ -20,16 +20,23 @@ One tick, in order:
    cleanest (pool, slot) that still meets its deadline and has room; the reservations
    of the others stay put, so every deadline the reservation pass met is still met.
    Work whose latest safe start is within ``forecast_margin_s`` runs now (in the
-   cleanest pool with room) rather than bet on the forecast at the last minute; a job
-   smaller than ``min_job_gpu_s`` is not worth its start-up yet and waits for more work
-   to join it, until its latest safe slot; ``min_saving`` optionally asks a delay to
-   beat running now by that fraction.
+   cleanest pool with room) rather than bet on the forecast at the last minute;
+   ``min_saving`` optionally asks a delay to beat running now by that fraction. Since
+   running now is always among the choices, a job is never planned to emit more than
+   running now, unless capacity or its deadline leaves it no such choice.
+
+Small work (a job below ``min_job_gpu_s``, whose start-up costs more than its GPU time)
+targets the cleanest slot of its window like any job; of equally clean slots it takes
+the latest. Its units are one job with a single start-up, and work of the same group
+that arrives before that slot joins the job at the next tick (units are cut into jobs
+by deadline, so the newcomers land in the job of the earliest deadline), sharing the
+start-up instead of paying its own.
 
 Expected emissions are the job's energy (GPU time plus start-up, times watts and PUE)
 times the forecast's mean over the run. A job with no forecast for any window it could
 take ("no signal") keeps its reservation: it runs *now* whenever the pools have room
-(waiting blind only adds risk), except small jobs, which still wait for company until
-their latest safe slot. The guarantee: whatever the forecasts say, a job is late only
+(waiting blind only adds risk), except small jobs, which wait for company until their
+latest safe slot. The guarantee: whatever the forecasts say, a job is late only
 if earliest-deadline-first with the committed capacity could not make it either (EDF is
 exact for one pool running one job at a time: then only if no schedule could).
 

@@ -141,11 +141,40 @@ def test_a_forecast_shorter_than_the_window_is_used_as_far_as_it_goes() -> None:
     assert result.launch[0].reason == "no signal"
 
 
-def test_small_work_waits_and_aggregates_into_one_job() -> None:
+def test_small_work_waits_for_the_cleanest_hour_as_one_job() -> None:
     due = NOW.timestamp() + 24 * HOUR
     tiny = WorkGroup("m", [Work(due + i, 20.0) for i in range(5)])  # 100 GPU-s in all
-    result = plan(NOW, [tiny], [pool()], {"DE": dip(0)}, params=EXACT)
-    assert result.launch == [] and result.later[0].reason == "aggregating"
+    result = plan(NOW, [tiny], [pool()], {"DE": dip(5)}, params=EXACT)
+    (waiting,) = result.later
+    assert waiting.units == (0, 1, 2, 3, 4) and waiting.reason == "aggregating"
+    assert hour_of(waiting.start) == 5 and result.saving_pct == pytest.approx(75.0)
+
+
+def test_small_work_is_never_planned_dirtier_than_running_now() -> None:
+    due = NOW.timestamp() + 24 * HOUR
+    tiny = WorkGroup("m", [Work(due, 100.0)])
+    # Cleanest now: it runs now rather than wait for its last hour (400 g/kWh).
+    (now,) = plan(NOW, [tiny], [pool()], {"DE": dip(0)}, params=EXACT).launch
+    assert now.reason == "cleanest" and now.expected_gco2e == now.baseline_gco2e
+    # A flat forecast: waiting costs nothing, so it waits as long as it safely can for
+    # company to share its start-up.
+    (flat,) = plan(NOW, [tiny], [pool()], {"DE": np.full(48, 300.0)}, params=EXACT).later
+    assert hour_of(flat.start) == 23 and flat.expected_gco2e == pytest.approx(flat.baseline_gco2e)
+
+
+def test_small_work_joins_the_job_of_the_earliest_deadline() -> None:
+    due = NOW.timestamp() + 24 * HOUR
+    # Arrived an hour apart, one of them since the slot was chosen: one job, one start-up.
+    units = [Work(due, 50.0), Work(due + HOUR, 50.0)]
+    pools = [pool(startup=120.0)]
+    result = plan(NOW, [WorkGroup("m", units)], pools, {"DE": dip(5)}, params=EXACT)
+    (joined,) = result.jobs
+    assert joined.units == (0, 1) and hour_of(joined.start) == 5
+    assert joined.kwh == pytest.approx(pools[0].kwh(100.0 + 120.0))
+
+
+def test_enough_small_work_runs_as_one_job() -> None:
+    due = NOW.timestamp() + 24 * HOUR
     # Enough of it: one job with every unit, oldest deadline first, in the clean hour.
     enough = WorkGroup("m", [Work(due + i, 100.0) for i in range(5)])
     result = plan(NOW, [enough], [pool()], {"DE": dip(0)}, params=EXACT)
@@ -360,3 +389,27 @@ def test_replanning_every_hour_keeps_every_deadline_edf_could_keep(
     assert (used <= np.array(limits)[:, None]).all()
     if edf_feasible([(r, d + 0.25) for r, d in jobs], limits, [[]] * len(limits), 0.25):
         assert all(ended[k] <= due[k][0] + 1e-6 for k in due)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    jobs=jobs_st,
+    forecast=st.lists(st.floats(0.0, 800.0), min_size=1, max_size=40),
+    minute=st.integers(0, 59),
+    min_job=st.sampled_from([0.0, 1800.0, 1e9]),
+)
+def test_with_room_no_job_is_planned_dirtier_than_running_now(
+    jobs: list[tuple[float, float]], forecast: list[float], minute: int, min_job: float
+) -> None:
+    now = NOW + timedelta(minutes=minute)
+    hour0 = now.replace(minute=0).timestamp()
+    groups = [
+        WorkGroup(f"g{i}", [Work(hour0 + due * HOUR, run * HOUR)])
+        for i, (run, due) in enumerate(jobs)
+    ]
+    params = PlannerParams(safety_margin_s=0.0, min_job_gpu_s=min_job)
+    roomy = [pool(jobs=len(jobs), startup=300.0)]
+    result = plan(now, groups, roomy, {"DE": np.array(forecast)}, params=params)
+    for j in [*result.launch, *result.later]:
+        if j.expected_gco2e is not None and j.baseline_gco2e is not None:
+            assert j.expected_gco2e <= j.baseline_gco2e * (1 + 1e-6) + 1e-9
