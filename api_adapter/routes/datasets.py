@@ -135,7 +135,9 @@ async def submit_dataset(
                 S3Access(settings.s3_endpoint_url, settings.s3_region).download(
                     source, into, settings.max_dataset_bytes
                 )
-        dataset = DatasetFile(str(local), kind, max_bytes=settings.max_dataset_bytes)
+        dataset = DatasetFile(
+            str(local), kind, max_bytes=settings.max_dataset_bytes, label=source or name or "upload"
+        )
         ingested = ingest_dataset(
             services.db,
             services.store,

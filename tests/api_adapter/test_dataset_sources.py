@@ -103,6 +103,12 @@ def test_a_dataset_under_an_allowed_prefix_is_read(sourced: SourcedApi) -> None:
         ]
         missing = submit(api, f"s3://{sourced.bucket}/team/nope.parquet")
         assert (missing.status_code, error_code(missing)) == (422, "dataset_unreadable")
+        assert f"s3://{sourced.bucket}/team/nope.parquet" in missing.text
+        header_only = f"team/{uuid.uuid4().hex[:6]}.csv"
+        sourced.s3.put_object(Bucket=sourced.bucket, Key=header_only, Body=b"text\n")
+        empty = submit(api, f"s3://{sourced.bucket}/{header_only}")
+        assert (empty.status_code, error_code(empty)) == (422, "dataset_empty")
+        assert f"s3://{sourced.bucket}/{header_only}" in empty.text  # not a temporary copy
 
 
 def _refused(client: httpx.Client, source: str, status: int, code: str) -> None:

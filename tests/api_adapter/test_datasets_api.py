@@ -194,6 +194,7 @@ def test_an_empty_body_an_unreadable_file_and_a_bad_source(api: httpx.Client) ->
     assert (empty.status_code, error_code(empty)) == (422, "dataset_empty")
     garbage = post(api, b"PAR1 not really parquet", prompt_column="text")
     assert (garbage.status_code, error_code(garbage)) == (422, "dataset_unreadable")
+    assert "offpeak-dataset-" not in garbage.text  # the server's temporary file is no name
     header_only = post(api, b"text\n", "text/csv", prompt_column="text")
     assert (header_only.status_code, error_code(header_only)) == (422, "dataset_empty")
     local = api.post(

@@ -111,7 +111,7 @@ def check_dataset(
                 hashes.append(dataset_rows.id_hashes(batch_ids))
             count += batch.num_rows
     if count == 0:
-        raise DatasetError(f"dataset {dataset.location} has no rows", code="dataset_empty")
+        raise DatasetError(f"dataset {dataset.label} has no rows", code="dataset_empty")
     if hashes:
         suspects = dataset_rows.colliding(np.concatenate(hashes))
         del hashes

@@ -158,6 +158,7 @@ class DatasetFile:
 
     ``max_bytes`` bounds the data once decompressed (CSV, JSONL) or as its Parquet
     metadata counts it uncompressed: past it, reading raises :class:`DatasetTooLarge`.
+    ``label`` names the file in error messages (not a temporary copy's path).
     """
 
     def __init__(
@@ -166,8 +167,10 @@ class DatasetFile:
         kind: DatasetFormat | None = None,
         s3: S3Access | None = None,
         max_bytes: int | None = None,
+        label: str | None = None,
     ) -> None:
         self.location = str(location)
+        self.label = label or self.location
         self.max_bytes = max_bytes
         self._scanned: Scanned | None = None
         if self.location.startswith("s3://"):
@@ -192,12 +195,12 @@ class DatasetFile:
         if isinstance(exc, UnicodeDecodeError):
             # pyarrow hands column names over as UTF-8; a CSV header in another encoding.
             return DatasetError(
-                f"{self.kind_name} dataset {self.location}: its column names are not UTF-8 "
+                f"{self.kind_name} dataset {self.label}: its column names are not UTF-8 "
                 f"text (byte {exc.start} of {exc.object[:40]!r}); save the file as UTF-8",
                 code="dataset_not_utf8",
             )
         return DatasetError(
-            f"cannot read {self.kind_name} dataset {self.location}: {exc}",
+            f"cannot read {self.kind_name} dataset {self.label}: {exc}",
             code="dataset_unreadable",
         )
 
