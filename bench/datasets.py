@@ -80,7 +80,8 @@ def _cpu_seconds() -> float:
 
 def run_ingest(path: Path) -> dict[str, float]:
     """(a), in this process: fresh SQLite + folder store in a temporary folder."""
-    from offpeak.config import Settings
+    from offpeak.catalog.models import ModelRegistry
+    from offpeak.config import PACKAGED_MODELS, Settings
     from offpeak.ingest.datasets import DatasetFile, ingest_dataset
     from offpeak.schemas import DatasetMapping
     from offpeak.state.db import Database
@@ -108,7 +109,7 @@ def run_ingest(path: Path) -> dict[str, float]:
             DatasetFile(path),
             mapping,
             key_id=key.id,
-            max_completion_tokens=16_384,
+            spec=ModelRegistry.load(PACKAGED_MODELS).get(MODEL),
             segment_rows=Settings.model_fields["seal_rows"].default,
         )
         seconds = time.perf_counter() - start

@@ -56,11 +56,32 @@ class UnsafeJson(InvalidInput):
         self.loc = loc
 
 
-
 class UnknownModel(InvalidInput):
     """The requested model is not served here."""
 
     code = "model_not_found"
+
+
+class WrongModelKind(InvalidInput):
+    """The model is served here, but for the other kind of request (chat, embeddings)
+    than the endpoint it was sent to. ``kind`` is the model's, ``wanted`` the endpoint's."""
+
+    code = "model_wrong_kind"
+
+    def __init__(self, message: str, *, model: str, kind: str, wanted: str, code: str) -> None:
+        super().__init__(message, code=code)
+        self.model, self.kind, self.wanted = model, kind, wanted
+
+
+class LimitExceeded(InvalidInput):
+    """A request asks for more than its model allows. ``param`` names the field and
+    ``detail`` says by how much (the message is ``f"{param} {detail}"``)."""
+
+    code = "invalid_input"
+
+    def __init__(self, param: str, detail: str) -> None:
+        super().__init__(f"{param} {detail}")
+        self.param, self.detail = param, detail
 
 
 class DatasetError(InvalidInput):

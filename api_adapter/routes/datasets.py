@@ -18,6 +18,7 @@ from api_adapter.idempotency import IdempotentRoute, idempotent
 from offpeak.clock import now
 from offpeak.errors import DatasetError
 from offpeak.ingest.datasets import (
+from offpeak.ingest.admit import admit
     DatasetFile,
     S3Access,
     check_source,
@@ -108,7 +109,7 @@ async def submit_dataset(
     """Submit a dataset as one batch: each row becomes a request (column mapping in the query)."""
     require_balance(key, services.settings.min_balance_usd)
     mapping = query.mapping()
-    spec = services.registry.get(mapping.model)
+    spec = admit(services.registry, mapping.model, "chat")
     settings = services.settings
     source = query.source
     name: str | None = None
@@ -144,7 +145,7 @@ async def submit_dataset(
             dataset,
             mapping,
             key_id=key.id,
-            max_completion_tokens=spec.max_completion_tokens,
+            spec=spec,
             segment_rows=settings.seal_rows,
             at=now(),
             source_name=source or name or "upload",

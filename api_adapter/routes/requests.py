@@ -18,11 +18,11 @@ from api_adapter.deps import (
 from api_adapter.idempotency import IdempotentRoute, idempotent
 from api_adapter.streaming import PAGE, jsonl, paged
 from offpeak.clock import now
-from offpeak.errors import InvalidInput
+from offpeak.ingest.admit import admit, asked_tokens, estimate
+from offpeak.ingest.rows import request_row
 from offpeak.publish.objects import request_objects, status_object
 from offpeak.schemas import RequestCreate, RequestObject, Status, StatusObject
 from offpeak.state import requests as state
-from offpeak.state.keys import require_balance
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"], route_class=IdempotentRoute)
 
@@ -38,21 +38,16 @@ async def create_request(create: RequestCreate, request: Request) -> Response:
     key = await authenticate(
         services, secret_of(headers.get("x-api-key"), headers.get("authorization"))
     )
-    require_balance(key, services.settings.min_balance_usd)
     body = create.request_body
-    spec = services.registry.get(body.model)
-    if spec.kind != "chat":
-        raise InvalidInput(
-            f"{body.model} is an {spec.kind} model, not a chat model: send its requests as "
-            "/v1/embeddings lines of an OpenAI batch (/openai/v1/batches)",
-            code="model_not_chat",
-        )
-    asked = body.max_completion_tokens or body.max_tokens
-    if asked is not None and asked > spec.max_completion_tokens:
-        raise InvalidInput(
-            f"max_tokens {asked} exceeds {spec.max_completion_tokens}, the most {body.model} allows"
-        )
-    row = state.new_request_row(key.id, create, now())
+    spec = admit(
+        services.registry,
+        body.model,
+        "chat",
+        max_tokens=asked_tokens(body),
+        key=key,
+        min_balance_usd=services.settings.min_balance_usd,
+    )
+    row = request_row(key.id, create, now(), estimate(spec, body))
     await services.committer.insert(row)
     # Serialized here once: the hot path skips FastAPI's re-validation of the response.
     status = StatusObject.model_validate(row).model_dump_json()

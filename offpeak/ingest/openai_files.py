@@ -15,12 +15,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from offpeak.catalog.models import ModelRegistry
-from offpeak.errors import BatchInputInvalid
-from offpeak.ids import new_id
-from offpeak.ingest.estimate import CHARS_PER_TOKEN, estimate_tokens
+from offpeak.catalog.models import ModelRegistry, ModelSpec
+from offpeak.errors import BatchInputInvalid, LimitExceeded, UnknownModel, WrongModelKind
+from offpeak.ids import new_ids
+from offpeak.ingest.admit import admit, asked_tokens, estimate
 from offpeak.ingest.segments import encode_segment, segment_key
 from offpeak.schemas import (
     OPENAI_ENDPOINTS,
@@ -89,13 +89,6 @@ def _first_problem(exc: ValidationError, prefix: str) -> str:
     return f"{where}: {first['msg']}{more}" if where else f"{first['msg']}{more}"
 
 
-def _embed_tokens(body: EmbeddingRequest) -> int:
-    return sum(
-        len(item) // CHARS_PER_TOKEN + 1 if isinstance(item, str) else len(item)
-        for item in body.inputs()
-    )
-
-
 @dataclass
 class LineChecker:
     """Checks the lines of one file for one endpoint; pure (no I/O).
@@ -156,16 +149,14 @@ class LineChecker:
             )
             valid = False
         body = self._body(number, envelope.body)
-        if body is None or not valid or not self._model_fits(number, body):
+        if body is None or not valid or (spec := self._admitted(number, body)) is None:
             return None
         return InputLine(
             number,
             envelope.custom_id,
             body.model,
             body.model_dump_json(by_alias=True, exclude_none=True),
-            estimate_tokens(body)
-            if isinstance(body, ChatCompletionRequest)
-            else _embed_tokens(body),
+            estimate(spec, body),
         )
 
     def _unique(self, number: int, custom_id: str) -> bool:
@@ -189,8 +180,12 @@ class LineChecker:
             self._fail(number, "invalid_body", _first_problem(exc, "body"), "body")
             return None
 
-    def _model_fits(self, number: int, body: BaseModel) -> bool:
-        model: str = getattr(body, "model")  # noqa: B009 - both body types have one
+    def _admitted(
+        self, number: int, body: ChatCompletionRequest | EmbeddingRequest
+    ) -> ModelSpec | None:
+        """The model's spec if the line's model is the file's one and admitted (see
+        offpeak.ingest.admit), else None with the problem recorded."""
+        model = body.model
         if self.model is None:
             self.model, self._model_line = model, number
         elif model != self.model:
@@ -201,39 +196,32 @@ class LineChecker:
                 "a batch runs one model",
                 "body.model",
             )
-            return False
-        if model not in self.registry:
-            available = ", ".join(sorted(self.registry.models))
-            self._fail(
-                number,
-                "model_not_found",
-                f"model {model!r} is not served here; available: {available}",
-                "body.model",
+            return None
+        try:
+            spec = admit(
+                self.registry,
+                model,
+                OPENAI_ENDPOINTS[self.endpoint],
+                max_tokens=asked_tokens(body) if isinstance(body, ChatCompletionRequest) else None,
             )
-            return False
-        spec = self.registry.get(model)
-        kind = OPENAI_ENDPOINTS[self.endpoint]
-        if spec.kind != kind:
-            served_at = next(e for e, k in OPENAI_ENDPOINTS.items() if k == spec.kind)
+        except UnknownModel as exc:
+            self._fail(number, "model_not_found", exc.message, "body.model")
+            return None
+        except WrongModelKind as exc:
+            served_at = next(e for e, k in OPENAI_ENDPOINTS.items() if k == exc.kind)
             self._fail(
                 number,
                 "model_endpoint_mismatch",
                 f"model {model!r} is served at {served_at}, not {self.endpoint}",
                 "body.model",
             )
-            return False
-        if isinstance(body, ChatCompletionRequest):
-            asked = body.max_completion_tokens or body.max_tokens
-            if asked is not None and asked > spec.max_completion_tokens:
-                self._fail(
-                    number,
-                    "invalid_body",
-                    f"body.max_tokens: {asked} exceeds {spec.max_completion_tokens}, "
-                    f"the most {model} allows",
-                    "body.max_tokens",
-                )
-                return False
-        return True
+            return None
+        except LimitExceeded as exc:
+            self._fail(
+                number, "invalid_body", f"body.{exc.param}: {exc.detail}", f"body.{exc.param}"
+            )
+            return None
+        return spec
 
 
 @dataclass(frozen=True)
@@ -244,21 +232,6 @@ class Ingested:
     model: str
     requests: list[tuple[str, str, str, int]]
     segments: list[str]
-
-
-class AscendingIds:
-    """Fresh ids in strictly increasing order, so id order is input order (ids minted
-    in the same millisecond are otherwise ordered at random)."""
-
-    def __init__(self) -> None:
-        self.last = ""
-
-    def take(self, count: int) -> list[str]:
-        """``count`` ids, each greater than every id taken before."""
-        while (ids := sorted(new_id() for _ in range(count)))[0] <= self.last:
-            pass  # minted in the last page's millisecond: rare, and the next try is later
-        self.last = ids[-1]
-        return ids
 
 
 def _pages(lines: Iterable[InputLine], size: int) -> Iterator[list[InputLine]]:
@@ -286,7 +259,6 @@ def ingest_file(
     Raises :class:`BatchInputInvalid` listing every problem found (up to MAX_ERRORS);
     segments written before the first problem are removed again.
     """
-    ids = AscendingIds()
     requests: list[tuple[str, str, str, int]] = []
     segments: list[str] = []
 
@@ -312,7 +284,8 @@ def ingest_file(
                     line.body,
                     {"custom_id": line.custom_id},
                 )
-                for rid, line in zip(ids.take(len(page)), page, strict=True)
+                # Ascending, so id order is input order (see offpeak.ids.new_ids).
+                for rid, line in zip(new_ids(len(page)).to_pylist(), page, strict=True)
             ]
             segment = segment_key(created_at)
             store.create(segment, encode_segment(rows))

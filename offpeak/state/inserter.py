@@ -1,29 +1,127 @@
-"""The hot insert of accepted requests: one DB-API connection, one prepared statement.
+"""The one insert of new requests: an Arrow table of offpeak.ingest.rows.REQUEST_ROWS
+onto a DB-API cursor, in the caller's transaction.
 
-`POST /v1/requests` commits a row per call. Going through a pooled SQLAlchemy
-connection costs about 0.2 ms per transaction here, more than the insert itself, so
-the committer keeps one raw connection and executes the compiled INSERT directly.
+Every ingest path ends here: the group committer (`POST /v1/requests`), an OpenAI
+batch's lines (in the transaction that creates the batch) and a dataset's segments.
+Columns every row shares (one run-end encoded run) are bound once. On SQLite a table
+whose only per-row columns are id, metadata and token estimate (a dataset's or an
+OpenAI file's segment) goes in as one statement expanded by `json_each`; any other on
+SQLite by `executemany`; on PostgreSQL through COPY.
+
+`POST /v1/requests` commits a group of rows per call. Going through a pooled
+SQLAlchemy connection costs about 0.2 ms per transaction here, more than the insert
+itself, so the committer keeps one raw connection (:class:`RequestInserter`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Table, insert, inspect
+from sqlalchemy import Table
 
-from offpeak.schemas import Status
+from offpeak.ingest.rows import is_shared, records_table
 from offpeak.state.db import Database
 from offpeak.state.models import Request
 
-_TABLE = cast(Table, Request.__table__)
-# Rows use the mapped attribute names (`meta`); the statement takes column keys (`metadata`).
-_ATTRIBUTE = {attr.columns[0].key: attr.key for attr in inspect(Request).column_attrs}
-_JSON_COLUMNS = {"metadata"}
+_TABLE = cast(Table, Request.__table__).name
+# SQLite takes a segment's rows in one statement, expanded by json_each over the JSON
+# array of their metadata: binding each row's values from Python would cost more than
+# inserting it. Ids (24 characters) and estimates (EST_DIGITS) come as fixed-width
+# blobs, cut by position: cheaper than parsing them out of JSON.
+EST_DIGITS = 10
+_BULK_PER_ROW = {"id", "metadata", "est_tokens"}
+
+
+def _value(column: pa.ChunkedArray) -> Any:
+    """The one value of a shared column."""
+    chunk = column.chunk(0) if column.num_chunks else None
+    return chunk.values[0].as_py() if chunk is not None and len(chunk.values) else None
+
+
+def _joined(values: pa.Array | pa.ChunkedArray, separator: str = "") -> str:
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    joined = pc.binary_join(pa.ListArray.from_arrays([0, len(values)], values), separator)
+    return str(joined[0].as_py())
+
+
+def _sqlite_bulk(cursor: Any, table: pa.Table, shared: dict[str, Any]) -> None:
+    if not pc.all(pc.equal(pc.utf8_length(table["id"]), 24)).as_py():
+        raise ValueError("request ids must be 24 characters")
+    estimates = pc.utf8_lpad(pc.cast(table["est_tokens"], pa.string()), EST_DIGITS, "0")
+    names = ", ".join(shared)
+    sql = (
+        f"INSERT INTO {_TABLE} (id, metadata, est_tokens{', ' if shared else ''}{names}) "
+        f"SELECT CAST(substr(:ids, key * 24 + 1, 24) AS TEXT), value, "
+        f"CAST(substr(:est, key * {EST_DIGITS} + 1, {EST_DIGITS}) AS INTEGER)"
+        f"{''.join(', :' + name for name in shared)} FROM json_each(:metadata)"
+    )
+    cursor.execute(
+        sql,
+        {
+            "ids": _joined(table["id"]).encode(),
+            "est": _joined(estimates).encode(),
+            "metadata": f"[{_joined(table['metadata'], ',')}]",
+            **shared,
+        },
+    )
+
+
+def _per_row(table: pa.Table) -> list[tuple[Any, ...]]:
+    return list(zip(*(column.to_pylist() for column in table.columns), strict=True))
+
+
+def write_requests(cursor: Any, dialect: str, table: pa.Table) -> None:
+    """Insert ``table``'s rows through ``cursor``; the caller commits."""
+    if not table.num_rows:
+        return
+    shared = {name: _value(table[name]) for name in table.column_names if is_shared(table[name])}
+    per_row = set(table.column_names) - set(shared)
+    names = ", ".join(table.column_names)
+    if dialect == "postgresql":
+        with cursor.copy(f"COPY {_TABLE} ({names}) FROM STDIN") as copy:
+            for row in _per_row(table):
+                copy.write_row(row)
+    elif per_row == _BULK_PER_ROW and table.num_rows > 1:
+        _sqlite_bulk(cursor, table, shared)
+    else:
+        marks = ", ".join("?" * table.num_columns)
+        cursor.executemany(f"INSERT INTO {_TABLE} ({names}) VALUES ({marks})", _per_row(table))
+
+
+def insert_table(db: Database, table: pa.Table, *, foreign_keys: bool = True) -> None:
+    """Commit ``table``'s rows in one transaction on a fresh raw connection.
+
+    ``foreign_keys=False`` (SQLite): the caller vouches that the key and the batch exist;
+    checking both costs two lookups per row, some 15% of a dataset's insert.
+    """
+    if not table.num_rows:
+        return
+    connection: Any = db.engine.raw_connection()
+    sqlite = db.dialect == "sqlite"
+    try:
+        with db.writer_turn():
+            cursor = connection.cursor()
+            if sqlite and not foreign_keys:
+                cursor.execute("PRAGMA foreign_keys=OFF")  # only outside a transaction
+            try:
+                if sqlite:
+                    # The connection runs in autocommit mode (see db.py): open the write
+                    # transaction explicitly, holding the lock from the start.
+                    cursor.execute("BEGIN IMMEDIATE")
+                write_requests(cursor, db.dialect, table)
+                connection.commit()
+            except Exception:
+                connection.rollback()
+                raise
+            finally:
+                if sqlite and not foreign_keys:
+                    cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        connection.close()
 
 
 class RequestInserter:
@@ -34,31 +132,25 @@ class RequestInserter:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        compiled = insert(_TABLE).compile(dialect=db.engine.dialect)
-        self._sql = compiled.string
-        self._positions = compiled.positiontup  # None for named paramstyles
         self._connection: Any = None
 
-    def insert(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Commit ``rows``; when this returns they are durable."""
-        if not rows:
+    def insert(self, rows: Sequence[dict[str, Any]] | pa.Table) -> None:
+        """Commit ``rows`` (as offpeak.ingest.rows.request_row makes them, or their
+        table); when this returns they are durable."""
+        table = rows if isinstance(rows, pa.Table) else records_table(rows)
+        if not table.num_rows:
             return
         connection = self._connection or self._connect()
         with self.db.writer_turn():
-            self._execute(connection, rows)
-
-    def _execute(self, connection: Any, rows: Sequence[dict[str, Any]]) -> None:
-        try:
-            cursor = connection.cursor()
-            if self.db.dialect == "sqlite":
-                # The connection runs in autocommit mode (see db.py): open the write
-                # transaction explicitly, holding the lock from the start.
-                cursor.execute("BEGIN IMMEDIATE")
-            cursor.executemany(self._sql, [self._params(row) for row in rows])
-            connection.commit()
-        except Exception:
-            self.close()  # a fresh connection next time, whatever state this one is in
-            raise
+            try:
+                cursor = connection.cursor()
+                if self.db.dialect == "sqlite":
+                    cursor.execute("BEGIN IMMEDIATE")  # see insert_table
+                write_requests(cursor, self.db.dialect, table)
+                connection.commit()
+            except Exception:
+                self.close()  # a fresh connection next time, whatever state this one is in
+                raise
 
     def close(self) -> None:
         if self._connection is not None:
@@ -70,125 +162,3 @@ class RequestInserter:
     def _connect(self) -> Any:
         self._connection = self.db.engine.raw_connection()
         return self._connection
-
-    def _params(self, row: dict[str, Any]) -> Any:
-        values = {
-            column: json.dumps(row[attribute]) if column in _JSON_COLUMNS else row.get(attribute)
-            for column, attribute in _ATTRIBUTE.items()
-        }
-        if self._positions is None:
-            return values
-        return tuple(values[column] for column in self._positions)
-
-
-@dataclass(frozen=True)
-class SealedRows:
-    """Requests registered already sealed in one segment (dataset rows): per-row ids,
-    metadata (JSON text) and token estimates, the rest shared."""
-
-    ids: pa.Array
-    metadata: pa.Array
-    est_tokens: pa.Array
-    key_id: str
-    batch_id: str
-    model: str
-    completion_window: str
-    segment: str
-    created_at: int
-    expires_at: int
-
-    def shared(self) -> tuple[Any, ...]:
-        return (
-            self.key_id,
-            self.batch_id,
-            Status.REGISTERED.value,
-            self.model,
-            self.completion_window,
-            self.segment,
-            self.created_at,
-            self.expires_at,
-        )
-
-
-_SHARED = (
-    "key_id",
-    "batch_id",
-    "status",
-    "model",
-    "completion_window",
-    "segment",
-    "created_at",
-    "expires_at",
-)
-# SQLite takes a segment's rows in one statement, expanded by json_each over the JSON
-# array of their metadata: binding each row's values from Python would cost more than
-# inserting it. Ids (24 characters) and estimates (EST_DIGITS) come as fixed-width
-# blobs, cut by position: cheaper than parsing them out of JSON.
-EST_DIGITS = 10
-_SQLITE_SEALED = (
-    f"INSERT INTO {_TABLE.name} (id, metadata, est_tokens, {', '.join(_SHARED)}) "
-    f"SELECT CAST(substr(:ids, key * 24 + 1, 24) AS TEXT), value, "
-    f"CAST(substr(:est, key * {EST_DIGITS} + 1, {EST_DIGITS}) AS INTEGER), "
-    f"{', '.join(':' + name for name in _SHARED)} FROM json_each(:metadata)"
-)
-
-
-def _joined(values: pa.Array, separator: str = "") -> str:
-    joined = pc.binary_join(pa.ListArray.from_arrays([0, len(values)], values), separator)
-    return str(joined[0].as_py())
-
-
-def _sqlite_parameters(rows: SealedRows) -> dict[str, Any]:
-    """The statement's parameters, built column-wise."""
-    if not pc.all(pc.equal(pc.utf8_length(rows.ids), 24)).as_py():
-        raise ValueError("request ids must be 24 characters")
-    estimates = pc.utf8_lpad(pc.cast(rows.est_tokens, pa.string()), EST_DIGITS, "0")
-    return {
-        "ids": _joined(rows.ids).encode(),
-        "est": _joined(estimates).encode(),
-        "metadata": f"[{_joined(rows.metadata, ',')}]",
-        **dict(zip(_SHARED, rows.shared(), strict=True)),
-    }
-
-
-def insert_sealed(db: Database, rows: SealedRows) -> None:
-    """Register requests already sealed in a segment, in one transaction on a raw DB-API
-    connection (PostgreSQL through COPY).
-
-    They skip the group commit and the seal writer: their bodies are in their segment.
-    """
-    if not len(rows.ids):
-        return
-    parameters = _sqlite_parameters(rows) if db.dialect == "sqlite" else None
-    connection: Any = db.engine.raw_connection()
-    try:
-        with db.writer_turn():
-            cursor = connection.cursor()
-            if db.dialect == "postgresql":
-                columns = ", ".join(("id", "metadata", "est_tokens", *_SHARED))
-                shared = rows.shared()
-                per_row = zip(
-                    rows.ids.to_pylist(),
-                    rows.metadata.to_pylist(),
-                    rows.est_tokens.to_pylist(),
-                    strict=True,
-                )
-                with cursor.copy(f"COPY {_TABLE.name} ({columns}) FROM STDIN") as copy:
-                    for row in per_row:
-                        copy.write_row((*row, *shared))
-            else:
-                # The key and the batch exist (the caller created the batch): checking
-                # both foreign keys costs two lookups per row, some 15% of the insert.
-                cursor.execute("PRAGMA foreign_keys=OFF")
-                try:
-                    cursor.execute("BEGIN IMMEDIATE")
-                    cursor.execute(_SQLITE_SEALED, parameters)
-                    connection.commit()
-                finally:
-                    cursor.execute("PRAGMA foreign_keys=ON")
-            connection.commit()
-    except Exception:
-        connection.rollback()
-        raise
-    finally:
-        connection.close()

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-from sqlalchemy import Table, delete, insert, select, update
+import pyarrow as pa
+from sqlalchemy import delete, select, update
 
 from offpeak.errors import NotFound
+from offpeak.ingest.rows import metadata_json, request_table
 from offpeak.schemas import Status
 from offpeak.state.db import Database
-from offpeak.state.models import Batch, OpenAIFile, OpenAIView, Request
+from offpeak.state.inserter import write_requests
+from offpeak.state.models import Batch, OpenAIFile, OpenAIView
 
-_REQUESTS = cast(Table, Request.__table__)
 INSERT_PAGE = 5000
 
 
@@ -93,23 +95,21 @@ class NewBatch:
     requests: Sequence[tuple[str, str, str, int]]
 
 
-def _request_row(new: NewBatch, rid: str, custom_id: str, segment: str, tokens: int) -> Any:
-    """A request row by column name, for a Core insert (cheaper than the ORM's)."""
-    return {
-        "id": rid,
-        "key_id": new.key_id,
-        "batch_id": new.id,
-        "status": Status.REGISTERED.value,
-        "model": new.model,
-        "completion_window": new.completion_window,
-        "webhook": None,
-        "metadata": {"custom_id": custom_id},
-        "body": None,
-        "segment": segment,
-        "created_at": new.created_at,
-        "expires_at": new.expires_at,
-        "est_tokens": tokens,
-    }
+def _request_table(new: NewBatch, page: Sequence[tuple[str, str, str, int]]) -> pa.Table:
+    """A page of the batch's requests as the one row builder makes them."""
+    ids, custom_ids, segments, tokens = zip(*page, strict=True)
+    return request_table(
+        ids=ids,
+        key_id=new.key_id,
+        batch_id=new.id,
+        model=new.model,
+        completion_window=new.completion_window,
+        metadata=[metadata_json({"custom_id": custom_id}) for custom_id in custom_ids],
+        segment=segments[0] if len(set(segments)) == 1 else segments,
+        created_at=new.created_at,
+        expires_at=new.expires_at,
+        est_tokens=tokens,
+    )
 
 
 def create_batch(db: Database, new: NewBatch) -> Batch:
@@ -137,7 +137,9 @@ def create_batch(db: Database, new: NewBatch) -> Batch:
         session.flush()
         for start in range(0, len(new.requests), INSERT_PAGE):
             page = new.requests[start : start + INSERT_PAGE]
-            session.execute(insert(_REQUESTS), [_request_row(new, *line) for line in page])
+            # The one insert of new requests, in this transaction (raw DB-API cursor).
+            cursor = session.connection().connection.cursor()
+            write_requests(cursor, session.get_bind().dialect.name, _request_table(new, page))
     return batch
 
 

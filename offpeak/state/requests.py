@@ -7,58 +7,45 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from sqlalchemy import (
     ColumnElement,
     Text,
     cast,
-    insert,
     select,
     update,
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from offpeak.errors import Conflict, NotFound
-from offpeak.ids import new_id
 from offpeak.ingest.estimate import estimate_tokens
-from offpeak.schemas import RequestCreate, Status, window_seconds
+from offpeak.ingest.rows import records_table, request_row
+from offpeak.schemas import RequestCreate, Status
 from offpeak.state.db import Database
+from offpeak.state.inserter import insert_table
 from offpeak.state.models import Request
 
 CANCELLABLE = (Status.REGISTERED, Status.IN_PROGRESS)
 
 
 def new_request_row(key_id: str, create: RequestCreate, created_at: int) -> dict[str, Any]:
-    """The row to insert for an accepted request (pure: no I/O)."""
-    body = create.request_body
-    return {
-        "id": new_id(),
-        "key_id": key_id,
-        "batch_id": None,
-        "status": Status.REGISTERED.value,
-        "model": body.model,
-        "completion_window": create.completion_window,
-        "webhook": str(create.webhook) if create.webhook else None,
-        "meta": create.metadata or {},
-        "body": body.model_dump_json(by_alias=True, exclude_none=True),
-        "segment": None,
-        "created_at": created_at,
-        "expires_at": created_at + window_seconds(create.completion_window),
-        "in_progress_at": None,
-        "ended_at": None,
-        "error_code": None,
-        "error_message": None,
-        "est_tokens": estimate_tokens(body),
-    }
+    """The row of an accepted single request (pure: no I/O), its tokens estimated
+    without a model spec: see offpeak.ingest.rows.request_row."""
+    return request_row(key_id, create, created_at, estimate_tokens(create.request_body))
 
 
-def insert_requests(db: Database, rows: Sequence[dict[str, Any]]) -> None:
-    """Commit accepted requests; when this returns they are durable.
+def insert_requests(
+    db: Database, rows: pa.Table | Sequence[dict[str, Any]], *, foreign_keys: bool = True
+) -> None:
+    """Commit new requests, the table of offpeak.ingest.rows or rows as
+    :func:`new_request_row` makes them, in one transaction; when this returns they are
+    durable. The one insert of every ingest path (offpeak.state.inserter).
 
-    (The API's hot path uses the group committer's RequestInserter instead.)
+    (The API's hot path goes through the group committer's RequestInserter, which shares
+    the insert but keeps its connection.)
     """
-    if rows:
-        with db.session(write=True) as session:
-            session.execute(insert(Request), list(rows))
+    table = rows if isinstance(rows, pa.Table) else records_table(rows)
+    insert_table(db, table, foreign_keys=foreign_keys)
 
 
 def get_request(db: Database, key_id: str, request_id: str) -> Request:

@@ -171,6 +171,13 @@ def test_jsonl_with_a_messages_column(api: httpx.Client) -> None:
             "model_not_found",
             "gpt-17",
         ),
+        (
+            REVIEWS,
+            {"prompt_column": "text", "model": "all-minilm-l6-v2"},
+            422,
+            "model_not_chat",
+            "not a chat model",
+        ),
     ],
 )
 def test_bad_datasets_are_refused_naming_the_column_or_row(

@@ -21,16 +21,18 @@ import polars as pl
 import pyarrow as pa
 from sqlalchemy import delete, update
 
+from offpeak.catalog.models import ModelSpec
 from offpeak.clock import now
 from offpeak.errors import DatasetError
-from offpeak.ids import new_id
+from offpeak.ids import new_id, new_ids
 from offpeak.ingest.datasets import rows as dataset_rows
 from offpeak.ingest.datasets.sources import DatasetFile
+from offpeak.ingest.rows import plain, request_table
 from offpeak.ingest.segments import SEGMENT_SCHEMA, encode_segment_table, segment_key
 from offpeak.schemas import DatasetMapping, Status, window_seconds
 from offpeak.state.db import Database
-from offpeak.state.inserter import SealedRows, insert_sealed
 from offpeak.state.models import Batch, Request
+from offpeak.state.requests import insert_requests
 from offpeak.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -87,14 +89,14 @@ def _csv_schema(schema: pa.Schema, numeric: set[str]) -> pa.Schema:
 
 
 def check_dataset(
-    dataset: DatasetFile, mapping: DatasetMapping, max_completion_tokens: int, rows: int
+    dataset: DatasetFile, mapping: DatasetMapping, spec: ModelSpec, rows: int
 ) -> tuple[dataset_rows.Plan, pa.Schema, int]:
     """First pass: the plan, the schema to read, and the number of rows; raises
     :class:`DatasetError` naming the first bad column or row."""
     schema = dataset.schema()
     if dataset.kind == "csv":
         schema = _csv_schema(schema, set(mapping.parameters().values()))
-    plan = dataset_rows.plan(mapping, schema, max_completion_tokens)
+    plan = dataset_rows.plan(mapping, schema, spec)
     columns = read_schema(plan, schema, dataset.kind)
     # A prompt column the file's statistics prove filled is not read twice.
     text = not (mapping.prompt_column and dataset.never_empty(mapping.prompt_column))
@@ -165,17 +167,18 @@ def ingest_dataset(
     mapping: DatasetMapping,
     *,
     key_id: str,
-    max_completion_tokens: int,
+    spec: ModelSpec,
     segment_rows: int,
     at: int | None = None,
     source_name: str | None = None,
 ) -> Ingested:
     """Turn ``dataset`` into one new batch of ``key_id``'s requests, all rows or none.
 
-    ``source_name`` replaces the file's name in the batch metadata (an uploaded file's
-    temporary path means nothing to its owner).
+    ``spec``: the model's, as offpeak.ingest.admit.admit returned it for the mapping's
+    model. ``source_name`` replaces the file's name in the batch metadata (an uploaded
+    file's temporary path means nothing to its owner).
     """
-    plan, columns, count = check_dataset(dataset, mapping, max_completion_tokens, segment_rows)
+    plan, columns, count = check_dataset(dataset, mapping, spec, segment_rows)
     created = now() if at is None else at
     expires = created + window_seconds(mapping.completion_window)
     meta = _batch_metadata(dataset, mapping, count)
@@ -197,7 +200,6 @@ def ingest_dataset(
     with db.session(write=True) as session:
         session.add(batch)
     segments: list[str] = []
-    ids = dataset_rows.IdSequence()
     offset = 0
     # Workers write each segment and register its rows while the next one is built:
     # Arrow, polars and SQLite all release the GIL. Two segments at most are in flight.
@@ -209,22 +211,24 @@ def ingest_dataset(
                 built = dataset_rows.build(table, plan, offset).to_arrow(
                     compat_level=pl.CompatLevel.newest()
                 )
-                rows = SealedRows(
-                    ids=ids.take(table.num_rows),
-                    metadata=built["metadata"].cast(pa.string()).combine_chunks(),
-                    est_tokens=built["est_tokens"].combine_chunks(),
+                segment = segment_key(now())
+                # Ascending, so id order is row order (see offpeak.ids.new_ids).
+                rows = request_table(
+                    ids=new_ids(table.num_rows),
                     key_id=key_id,
                     batch_id=batch.id,
                     model=mapping.model,
                     completion_window=mapping.completion_window,
-                    segment=segment_key(now()),
+                    metadata=built["metadata"].cast(pa.string()).combine_chunks(),
+                    segment=segment,
                     created_at=created,
                     expires_at=expires,
+                    est_tokens=built["est_tokens"].combine_chunks(),
                 )
-                segments.append(rows.segment)
+                segments.append(segment)
                 while len(pending) >= 2:
                     pending.popleft().result()
-                pending.append(workers.submit(_persist, db, store, rows, built))
+                pending.append(workers.submit(_persist, db, store, segment, rows, built))
                 offset += table.num_rows
             while pending:
                 pending.popleft().result()
@@ -247,23 +251,23 @@ _SEGMENT_VIEWS = SEGMENT_SCHEMA.set(
 )
 
 
-def _persist(db: Database, store: ObjectStore, rows: SealedRows, built: pa.Table) -> None:
-    """Write one segment, then register its rows (never the other way round)."""
-    store.create(rows.segment, encode_segment_table(_segment(rows, built)))
-    insert_sealed(db, rows)
+def _persist(
+    db: Database, store: ObjectStore, segment: str, rows: pa.Table, built: pa.Table
+) -> None:
+    """Write one segment, then register its rows (never the other way round). The key
+    and the batch exist (this ingest made the batch): no foreign key checks."""
+    store.create(segment, encode_segment_table(_segment(rows, built)))
+    insert_requests(db, rows, foreign_keys=False)
 
 
-def _segment(rows: SealedRows, built: pa.Table) -> pa.Table:
-    n = len(rows.ids)
+def _segment(rows: pa.Table, built: pa.Table) -> pa.Table:
+    """The segment of a table of new requests and their bodies."""
     return pa.table(
         [
-            rows.ids,
-            pa.repeat(pa.scalar(rows.key_id), n),
-            pa.repeat(pa.scalar(rows.model), n),
-            pa.repeat(pa.scalar(rows.created_at), n),
-            pa.repeat(pa.scalar(rows.expires_at), n),
+            rows["id"],
+            *(plain(rows[name]) for name in ("key_id", "model", "created_at", "expires_at")),
             built["request_body"],
-            rows.metadata,
+            rows["metadata"],
         ],
         schema=_SEGMENT_VIEWS,
     )

@@ -9,8 +9,6 @@ never row by row in Python.
 from __future__ import annotations
 
 import json
-import os
-import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -20,7 +18,9 @@ import polars as pl
 import pyarrow as pa
 from pydantic import ValidationError
 
-from offpeak.errors import DatasetError
+from offpeak.catalog.models import ModelSpec
+from offpeak.errors import DatasetError, LimitExceeded
+from offpeak.ingest.admit import check_limits
 from offpeak.ingest.estimate import CHARS_PER_TOKEN, DEFAULT_COMPLETION_TOKENS, TOKENS_PER_MESSAGE
 from offpeak.schemas import ChatCompletionRequest, DatasetMapping
 
@@ -49,6 +49,7 @@ class Plan:
     parameters: dict[str, str]  # per-row field -> column
     template: dict[str, Any]  # body fields other than model and messages, in order
     max_completion_tokens: int
+    context_length: int  # estimates stop at it, as offpeak.ingest.admit.context_cap
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -89,8 +90,9 @@ def _type_error(column: str, role: str, kind: pa.DataType, wanted: str) -> Datas
     )
 
 
-def plan(mapping: DatasetMapping, schema: pa.Schema, max_completion_tokens: int) -> Plan:
-    """Check the mapping against the dataset's schema and the model's limits."""
+def plan(mapping: DatasetMapping, schema: pa.Schema, spec: ModelSpec) -> Plan:
+    """Check the mapping against the dataset's schema and the model's limits (``spec``:
+    the model's, admitted by offpeak.ingest.admit)."""
     parameters = mapping.parameters()
     unknown = sorted(set(parameters) - set(PARAMETER_TYPES))
     if unknown:
@@ -111,12 +113,10 @@ def plan(mapping: DatasetMapping, schema: pa.Schema, max_completion_tokens: int)
         raise DatasetError(
             f"invalid global parameters: {exc.errors()[0]['msg']}", code="dataset_invalid_mapping"
         ) from None
-    if (mapping.max_tokens or 0) > max_completion_tokens:
-        raise DatasetError(
-            f"max_tokens {mapping.max_tokens} exceeds {max_completion_tokens}, "
-            f"the most {mapping.model} allows",
-            code="dataset_invalid_mapping",
-        )
+    try:
+        check_limits(spec, mapping.model, mapping.max_tokens)
+    except LimitExceeded as exc:
+        raise DatasetError(exc.message, code="dataset_invalid_mapping") from None
     template = example.model_dump(by_alias=True, exclude_none=True)
     del template["model"], template["messages"]
 
@@ -156,7 +156,8 @@ def plan(mapping: DatasetMapping, schema: pa.Schema, max_completion_tokens: int)
         messages_as_json=messages_as_json,
         parameters=parameters,
         template=template,
-        max_completion_tokens=max_completion_tokens,
+        max_completion_tokens=spec.max_completion_tokens,
+        context_length=spec.context_length,
     )
 
 
@@ -337,7 +338,7 @@ def _parameter_json(field: str, column: str, default: Any) -> pl.Expr:
 
 
 def _estimate(plan: Plan, frame: pl.DataFrame, offset: int) -> pl.Expr:
-    """Tokens each request may take, as :func:`~offpeak.ingest.estimate.estimate_tokens` counts."""
+    """Tokens each request may take, as :func:`offpeak.ingest.admit.estimate` counts."""
     if plan.mapping.prompt_column is not None:
         system = plan.mapping.system_prompt
         chars = pl.col(plan.text_column).cast(pl.String).str.len_chars() + len(system or "")
@@ -355,7 +356,10 @@ def _estimate(plan: Plan, frame: pl.DataFrame, offset: int) -> pl.Expr:
     fallback = plan.template.get("max_tokens") or DEFAULT_COMPLETION_TOKENS
     completion_tokens = pl.coalesce([*completion, pl.lit(fallback, pl.Int64)])
     prompt_tokens = chars // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * messages
-    return (prompt_tokens + completion_tokens * int(plan.template.get("n", 1))).cast(pl.Int64)
+    n = int(plan.template.get("n", 1))
+    return ((prompt_tokens + completion_tokens * n).clip(upper_bound=plan.context_length * n)).cast(
+        pl.Int64
+    )
 
 
 def build(batch: pa.RecordBatch | pa.Table, plan: Plan, offset: int) -> pl.DataFrame:
@@ -388,33 +392,3 @@ def build(batch: pa.RecordBatch | pa.Table, plan: Plan, offset: int) -> pl.DataF
             "metadata"
         ),
     )
-
-
-class IdSequence:
-    """Request ids for a dataset's rows, increasing in row order.
-
-    Each call takes a fresh millisecond (later than the previous call's) and a random
-    6-byte start, and numbers its rows from there: unique within the dataset, sorted
-    like the rows, and as unlikely as any id to meet another request's.
-    """
-
-    _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-    _SHIFTS = np.arange(44, -1, -4, dtype=np.uint64)  # 12 hex digits of a 48-bit value
-
-    def __init__(self) -> None:
-        self._last_ms = 0
-
-    def take(self, count: int) -> pa.Array:
-        if count >= 1 << 24:
-            raise ValueError("take at most 2**24 ids at once")
-        ms = max(time.time_ns() // 1_000_000, self._last_ms + 1)
-        self._last_ms = ms
-        start = int.from_bytes(os.urandom(6)) % ((1 << 48) - (1 << 24))
-        values = np.arange(start, start + count, dtype=np.uint64)
-        digits = self._HEX[((values[:, None] >> self._SHIFTS) & np.uint64(0xF)).astype(np.intp)]
-        prefix = np.frombuffer(f"{ms & 0xFFFF_FFFF_FFFF:012x}".encode(), dtype=np.uint8)
-        data = np.concatenate([np.broadcast_to(prefix, (count, 12)), digits], axis=1)
-        offsets = np.arange(0, 24 * count + 1, 24, dtype=np.int32)
-        return pa.StringArray.from_buffers(
-            count, pa.py_buffer(offsets.tobytes()), pa.py_buffer(np.ascontiguousarray(data))
-        )

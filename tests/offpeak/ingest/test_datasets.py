@@ -16,7 +16,6 @@ from offpeak.errors import DatasetError
 from offpeak.ids import is_id
 from offpeak.ingest.datasets import DatasetFile, format_of, ingest_dataset
 from offpeak.ingest.datasets.ingest import rebatch
-from offpeak.ingest.datasets.rows import IdSequence
 from offpeak.ingest.estimate import estimate_tokens
 from offpeak.ingest.segments import read_bodies
 from offpeak.plan.pending import pending_groups
@@ -38,7 +37,7 @@ def ingest(db: Database, store: ObjectStore, path: Path, mapping: DatasetMapping
         DatasetFile(path),
         mapping,
         key_id=key.id,
-        max_completion_tokens=16_384,
+        spec=ModelRegistry.load(PACKAGED_MODELS).get(MODEL),
         segment_rows=rows,
     )
 
@@ -131,14 +130,6 @@ def test_formats_from_names_and_bytes() -> None:
     assert format_of("upload", b"a,b\n") == "csv"
     with pytest.raises(DatasetError, match="format"):
         format_of("upload", b"")
-
-
-def test_ids_increase_in_row_order_and_never_repeat() -> None:
-    sequence = IdSequence()
-    first, second = sequence.take(1000).to_pylist(), sequence.take(1000).to_pylist()
-    ids = first + second
-    assert all(is_id(i) for i in ids)
-    assert ids == sorted(ids) and len(set(ids)) == 2000
 
 
 def test_rebatch_cuts_exact_sizes() -> None:
