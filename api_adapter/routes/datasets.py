@@ -17,8 +17,8 @@ from api_adapter.deps import KeyDep, ServicesDep
 from api_adapter.idempotency import IdempotentRoute, idempotent
 from offpeak.clock import now
 from offpeak.errors import DatasetError
-from offpeak.ingest.datasets import (
 from offpeak.ingest.admit import admit
+from offpeak.ingest.datasets import (
     DatasetFile,
     S3Access,
     check_source,
