@@ -6,6 +6,7 @@ pyarrow and polars all see the same object store.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,7 +19,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from offpeak.errors import ConfigError
 
@@ -95,7 +96,7 @@ class Settings(BaseSettings):
         20 * 1024**3,
         description="Largest dataset file accepted by `POST /v1/datasets`, in bytes (else 413).",
     )
-    dataset_sources: dict[str, list[str]] = Field(
+    dataset_sources: Annotated[dict[str, list[str]], NoDecode] = Field(
         default_factory=dict,
         description="Where each API key may read datasets from (`POST /v1/datasets?source="
         "s3://...`): a JSON object mapping a key id, or `*` for every key, to a list of "
@@ -213,6 +214,17 @@ class Settings(BaseSettings):
         if url.startswith("s3://") and not url[5:].strip("/"):
             raise ValueError("storage_url s3:// needs a bucket name")
         return url
+
+    @field_validator("dataset_sources", mode="before")
+    @classmethod
+    def _sources_json(cls, value: object) -> object:
+        # Decoded here, not by pydantic-settings: bad JSON then names its variable.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not JSON: {exc}") from None
+        return value
 
     @field_validator("dataset_sources")
     @classmethod

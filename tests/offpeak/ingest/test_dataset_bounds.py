@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offpeak.errors import DatasetError, DatasetSourceForbidden, DatasetTooLarge
+from offpeak.config import load_settings
+from offpeak.errors import ConfigError, DatasetError, DatasetSourceForbidden, DatasetTooLarge
 from offpeak.ingest.datasets import DatasetFile, check_source
 from offpeak.ingest.datasets.bounds import MAX_JSON_DEPTH, JsonDepth, Scanned
 
@@ -286,3 +287,14 @@ def test_block_sizes_follow_the_longest_line() -> None:
     assert Scanned(10, 100).block_bytes(8 << 20) == 1 << 20
     assert Scanned(10, 3 << 20).block_bytes(8 << 20) == 8 << 20
     assert Scanned(10, 50 << 20).block_bytes(8 << 20) == 8 << 20  # refused as before
+
+
+def test_dataset_sources_are_read_from_json_and_checked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OFFPEAK_DATASET_SOURCES", '{"k1": ["s3://team/in/"], "*": []}')
+    assert load_settings(data_dir=tmp_path).dataset_sources == {"k1": ["s3://team/in/"], "*": []}
+    for wrong in ('{"k1": ["/data/in"]}', '{"k1": ["s3:///in/"]}', '["s3://team/"]', "{bad"):
+        monkeypatch.setenv("OFFPEAK_DATASET_SOURCES", wrong)
+        with pytest.raises(ConfigError, match="OFFPEAK_DATASET_SOURCES"):
+            load_settings(data_dir=tmp_path)
