@@ -187,12 +187,14 @@ class Settings(BaseSettings):
     carbon_cache_seconds: Annotated[float, Field(ge=0)] = Field(
         300.0,
         description="Seconds an answer of a carbon-intensity API is reused, so a scheduler "
-        "tick asks each zone once (0 disables the cache).",
+        "tick asks each zone once; a zone's forecast is kept in the object store under "
+        "carbon/, so the ticks of this many seconds fetch it once (0 disables the cache).",
     )
     carbon_last_good_hours: Annotated[float, Field(ge=0)] = Field(
         12.0,
-        description="While the carbon provider fails, its last forecast is used for this many "
-        "hours after it was fetched; then a forecast from the last day's history.",
+        description="While the carbon provider fails, its last forecast (kept in the object "
+        "store, so later ticks have it too) is used for this many hours after it was "
+        "fetched; then a forecast from the last day's history.",
     )
     replay_traces: Path | None = Field(
         None,

@@ -57,7 +57,7 @@ def expire_overdue() -> int:
 def plan_launches() -> Planned:
     """Ask the launch policy what to start now, and where."""
     rt = runtime()
-    with open_provider(rt.settings) as provider:
+    with open_provider(rt.settings, rt.store) as provider:
         return plan_tick(rt, provider, datetime.now(UTC))
 
 

@@ -9,15 +9,18 @@ from offpeak.carbon.electricitymaps import ElectricityMaps
 from offpeak.carbon.fallback import FallbackProvider
 from offpeak.carbon.replay import ReplayProvider
 from offpeak.carbon.signal import CarbonProvider, Forecast, IntensityPoint
+from offpeak.carbon.stored import ForecastStore
 from offpeak.carbon.ukgrid import UKGrid
 from offpeak.config import Settings
 from offpeak.errors import ConfigError
+from offpeak.storage.base import ObjectStore
 
 __all__ = [
     "CarbonProvider",
     "ElectricityMaps",
     "FallbackProvider",
     "Forecast",
+    "ForecastStore",
     "IntensityPoint",
     "ReplayProvider",
     "UKGrid",
@@ -25,8 +28,14 @@ __all__ = [
 ]
 
 
-def open_provider(settings: Settings) -> FallbackProvider:
-    """The provider named by ``settings.carbon_provider``, behind the fallback chain."""
+def open_provider(settings: Settings, store: ObjectStore | None = None) -> FallbackProvider:
+    """The provider named by ``settings.carbon_provider``, behind the fallback chain.
+
+    With ``store``, a network provider's last good forecast per zone is kept there
+    (`offpeak.carbon.stored`), so the chain remembers it across flow runs and a tick
+    reuses a forecast fetched less than ``carbon_cache_seconds`` ago. The replay needs
+    neither: it never fails and costs nothing to ask.
+    """
     provider: CarbonProvider
     if settings.carbon_provider == "electricitymaps":
         if settings.electricitymaps_token is None:  # Settings refuses this; be sure anyway
@@ -44,8 +53,15 @@ def open_provider(settings: Settings) -> FallbackProvider:
             cache_seconds=settings.carbon_cache_seconds,
         )
     else:
-        provider = _replay(settings)
-    return FallbackProvider(provider, max_age=timedelta(hours=settings.carbon_last_good_hours))
+        return FallbackProvider(
+            _replay(settings), max_age=timedelta(hours=settings.carbon_last_good_hours)
+        )
+    return FallbackProvider(
+        provider,
+        max_age=timedelta(hours=settings.carbon_last_good_hours),
+        memory=None if store is None else ForecastStore(store, provider.name),
+        cache_for=timedelta(seconds=settings.carbon_cache_seconds),
+    )
 
 
 def _replay(settings: Settings) -> ReplayProvider:

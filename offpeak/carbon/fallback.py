@@ -8,6 +8,12 @@ hold. When the provider fails, a forecast comes from, in order:
    same hour of day ("same hour yesterday"), via the provider's ``history``;
 3. nothing: ``Forecast(source="none", points=[])``, and work runs by deadline alone.
 
+With a :class:`~offpeak.carbon.stored.ForecastStore`, the last good forecast outlives
+the process (each scheduler tick is a new flow run): the next tick falls back on it,
+and while it is younger than ``cache_for`` and was fetched for the hours now asked
+for, it is the answer, without asking the provider: a tick every 30 s fetches each
+zone once per cache period, not once per tick.
+
 :meth:`FallbackProvider.forecast` never raises for a provider failure.
 """
 
@@ -30,6 +36,7 @@ from offpeak.carbon.signal import (
     utc_now,
     within,
 )
+from offpeak.carbon.stored import ForecastStore
 from offpeak.errors import CarbonSignalError
 
 log = logging.getLogger(__name__)
@@ -45,10 +52,14 @@ class FallbackProvider:
         provider: CarbonProvider,
         *,
         max_age: timedelta = timedelta(hours=12),
+        memory: ForecastStore | None = None,
+        cache_for: timedelta = timedelta(0),
         now: Callable[[], datetime] = utc_now,
     ) -> None:
         self.provider = provider
         self.max_age = max_age
+        self.memory = memory  # where the last good forecasts outlive the process
+        self.cache_for = cache_for  # a stored forecast this young is served as it is
         self._now = now
         self._last_good: dict[str, Forecast] = {}
 
@@ -68,7 +79,10 @@ class FallbackProvider:
         self.close()
 
     def forecast(self, zone: str, start: datetime, hours: int) -> Forecast:
-        """The provider's forecast, or the best stand-in; never raises for its failures."""
+        """The provider's forecast (or its stored copy while fresh), or the best
+        stand-in; never raises for its failures."""
+        if (cached := self._cached(zone, start, hours)) is not None:
+            return cached
         try:
             fresh = self.provider.forecast(zone, start, hours)
         except CarbonSignalError as exc:
@@ -76,6 +90,8 @@ class FallbackProvider:
         else:
             if fresh.points:
                 self._last_good[zone] = fresh
+                if self.memory is not None:
+                    self.memory.save(fresh, start, hours)
             if fresh.points or hours <= 0:
                 return fresh
             reason = "the forecast was empty"
@@ -91,7 +107,7 @@ class FallbackProvider:
             return self.provider.latest(zone)
         except CarbonSignalError as exc:
             now = hour_start(self._now())
-            last = self._last_good.get(zone)
+            last = self._last(zone)
             for point in last.points if last else ():
                 if point.at == now:
                     log.warning("carbon latest for %s: %s; using the last good forecast", zone, exc)
@@ -102,13 +118,38 @@ class FallbackProvider:
         """The provider's history, as it is (it raises when the provider cannot answer)."""
         return self.provider.history(zone, start, end)
 
+    def _age(self, forecast: Forecast) -> timedelta:
+        return as_utc(self._now()) - as_utc(forecast.fetched_at)
+
+    def _last(self, zone: str) -> Forecast | None:
+        """The last good forecast of ``zone``: this process's, else the stored one."""
+        if (last := self._last_good.get(zone)) is not None:
+            return last
+        stored = self.memory.load(zone) if self.memory is not None else None
+        if stored is not None:
+            self._last_good[zone] = stored.forecast
+            return stored.forecast
+        return None
+
+    def _cached(self, zone: str, start: datetime, hours: int) -> Forecast | None:
+        """The stored forecast, if young enough and fetched for every hour asked for."""
+        if self.memory is None or self.cache_for <= timedelta(0) or hours <= 0:
+            return None
+        stored = self.memory.load(zone)
+        if stored is None or not stored.covers(start, hours):
+            return None
+        forecast = stored.forecast
+        if not timedelta(0) <= self._age(forecast) <= self.cache_for:
+            return None
+        return Forecast(zone, stored.cut(start, hours), forecast.source, forecast.fetched_at)
+
     def _from_last_good(
         self, zone: str, start: datetime, hours: int, reason: str
     ) -> Forecast | None:
-        last = self._last_good.get(zone)
+        last = self._last(zone)
         if last is None:
             return None
-        age = as_utc(self._now()) - as_utc(last.fetched_at)
+        age = self._age(last)
         if age > self.max_age:
             return None
         points = within(last.points, start, hour_start(start) + hours * HOUR)
