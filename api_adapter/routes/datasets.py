@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -29,6 +29,7 @@ from offpeak.publish.objects import batch_object
 from offpeak.schemas import BatchObject, DatasetFormat, DatasetMapping
 from offpeak.state import batches as state
 from offpeak.state.keys import require_balance
+from offpeak.state.models import ApiKey
 
 PATH = "/v1/datasets"
 router = APIRouter(prefix=PATH, tags=["datasets"], route_class=IdempotentRoute)
@@ -58,6 +59,15 @@ class DatasetQuery(DatasetMapping):
         return DatasetMapping.model_validate(
             self.model_dump(exclude={"source"}, exclude_unset=True)
         )
+
+
+async def _funded_key(key: KeyDep, services: ServicesDep) -> ApiKey:
+    # A dependency, so a key short of credits hears 402 before its query is validated.
+    require_balance(key, services.settings.min_balance_usd)
+    return key
+
+
+FundedKeyDep = Annotated[ApiKey, Depends(_funded_key)]
 
 
 async def _receive(request: Request, limit: int) -> Path:
@@ -104,10 +114,12 @@ def _format_of_name(name: str) -> DatasetFormat | None:
 )
 @idempotent
 async def submit_dataset(
-    request: Request, key: KeyDep, services: ServicesDep, query: Annotated[DatasetQuery, Query()]
+    request: Request,
+    key: FundedKeyDep,
+    services: ServicesDep,
+    query: Annotated[DatasetQuery, Query()],
 ) -> BatchObject:
     """Submit a dataset as one batch: each row becomes a request (column mapping in the query)."""
-    require_balance(key, services.settings.min_balance_usd)
     mapping = query.mapping()
     spec = admit(services.registry, mapping.model, "chat")
     settings = services.settings

@@ -229,6 +229,14 @@ def test_datasets_over_the_size_limit_get_413(api: httpx.Client) -> None:
     assert (streamed.status_code, error_code(streamed)) == (413, "payload_too_large")
 
 
+def test_a_key_short_of_credits_hears_402_before_its_query_is_checked(
+    live_api: LiveApi,
+) -> None:
+    with live_api.client(live_api.new_key(credits=0.0)) as poor:
+        response = post(poor, parquet(REVIEWS), prompt_column="text", colour="blue")
+    assert (response.status_code, error_code(response)) == (402, "insufficient_credits")
+
+
 def test_submitting_needs_a_key(live_api: LiveApi) -> None:
     with live_api.client(None) as anonymous:
         response = post(anonymous, parquet(REVIEWS), prompt_column="text")
