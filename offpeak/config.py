@@ -165,11 +165,13 @@ class Settings(BaseSettings):
     work_pool: str = Field("local", description="Prefect work pool `offpeak serve` runs.")
 
     # The carbon signal (offpeak.carbon.open_provider builds the provider from these).
-    carbon_provider: Literal["replay", "electricitymaps", "ukgrid"] = Field(
+    carbon_provider: Literal["replay", "electricitymaps", "ukgrid", "watttime"] = Field(
         "replay",
         description="Where grid carbon intensity comes from: `replay` (a real 2022 trace "
         "shipped with offpeak, no network), `electricitymaps` (Electricity Maps API v3, "
-        "needs OFFPEAK_ELECTRICITYMAPS_TOKEN) or `ukgrid` (UK Carbon Intensity API, GB only).",
+        "needs OFFPEAK_ELECTRICITYMAPS_TOKEN), `ukgrid` (UK Carbon Intensity API, GB only) "
+        "or `watttime` (WattTime API v3, marginal emissions; zones are WattTime regions; "
+        "needs OFFPEAK_WATTTIME_USERNAME and OFFPEAK_WATTTIME_PASSWORD).",
     )
     electricitymaps_token: SecretStr | None = Field(
         None, description="Electricity Maps API token, sent as the `auth-token` header."
@@ -180,6 +182,14 @@ class Settings(BaseSettings):
     )
     ukgrid_base_url: str = Field(
         "https://api.carbonintensity.org.uk", description="Base URL of the UK Carbon Intensity API."
+    )
+    watttime_username: str | None = Field(
+        None, description="WattTime account name, for the login that yields its API tokens."
+    )
+    watttime_password: SecretStr | None = Field(None, description="WattTime account password.")
+    watttime_base_url: str = Field(
+        "https://api.watttime.org",
+        description="Base URL of the WattTime API (`/login` and `/v3/...` lie under it).",
     )
     carbon_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
         10.0, description="Timeout of one request to a carbon-intensity API, in seconds."
@@ -267,6 +277,22 @@ class Settings(BaseSettings):
                 "electricitymaps (or choose OFFPEAK_CARBON_PROVIDER=replay)"
             )
         return token
+
+    @field_validator("watttime_password")
+    @classmethod
+    def _login_when_needed(
+        cls, password: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if password is not None and not password.get_secret_value():
+            password = None
+        if info.data.get("carbon_provider") == "watttime" and (
+            password is None or not (info.data.get("watttime_username") or "").strip()
+        ):
+            raise ValueError(
+                "OFFPEAK_WATTTIME_USERNAME and OFFPEAK_WATTTIME_PASSWORD are required when "
+                "OFFPEAK_CARBON_PROVIDER=watttime (or choose OFFPEAK_CARBON_PROVIDER=replay)"
+            )
+        return password
 
     @field_validator("replay_traces")
     @classmethod

@@ -1,5 +1,5 @@
 """Grid carbon intensity: traces, providers (Electricity Maps, UK Carbon Intensity,
-replay of a shipped trace) and the fallback chain the scheduler reads through."""
+WattTime, replay of a shipped trace) and the fallback chain the scheduler reads through."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from offpeak.carbon.replay import ReplayProvider
 from offpeak.carbon.signal import CarbonProvider, Forecast, IntensityPoint
 from offpeak.carbon.stored import ForecastStore
 from offpeak.carbon.ukgrid import UKGrid
+from offpeak.carbon.watttime import WattTime
 from offpeak.config import Settings
 from offpeak.errors import ConfigError
 from offpeak.storage.base import ObjectStore
@@ -24,6 +25,7 @@ __all__ = [
     "IntensityPoint",
     "ReplayProvider",
     "UKGrid",
+    "WattTime",
     "open_provider",
 ]
 
@@ -49,6 +51,16 @@ def open_provider(settings: Settings, store: ObjectStore | None = None) -> Fallb
     elif settings.carbon_provider == "ukgrid":
         provider = UKGrid(
             base_url=settings.ukgrid_base_url,
+            timeout=settings.carbon_timeout_seconds,
+            cache_seconds=settings.carbon_cache_seconds,
+        )
+    elif settings.carbon_provider == "watttime":
+        if settings.watttime_username is None or settings.watttime_password is None:
+            raise ConfigError("OFFPEAK_WATTTIME_USERNAME and _PASSWORD are required for WattTime")
+        provider = WattTime(
+            settings.watttime_username,
+            settings.watttime_password.get_secret_value(),
+            base_url=settings.watttime_base_url,
             timeout=settings.carbon_timeout_seconds,
             cache_seconds=settings.carbon_cache_seconds,
         )

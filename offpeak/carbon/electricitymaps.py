@@ -92,6 +92,7 @@ class ElectricityMaps:
     """Client of the Electricity Maps carbon-intensity endpoints over httpx."""
 
     name = "electricitymaps"
+    signal = "average"  # the intensity of the grid's mix
 
     def __init__(
         self,

@@ -33,6 +33,7 @@ from offpeak.carbon.signal import (
     IntensityPoint,
     as_utc,
     hour_start,
+    signal_of,
     utc_now,
     within,
 )
@@ -66,6 +67,12 @@ class FallbackProvider:
     @property
     def name(self) -> str:
         return self.provider.name
+
+    @property
+    def signal(self) -> str:
+        """The provider's kind of signal: every stand-in is of the same kind (its own
+        history, its own last forecast)."""
+        return signal_of(self.provider)
 
     def close(self) -> None:
         close = getattr(self.provider, "close", None)

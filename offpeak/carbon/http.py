@@ -131,6 +131,10 @@ class JsonClient:
         if self._owns_client:
             self._client.close()
 
+    def set_header(self, name: str, value: str) -> None:
+        """Send ``name: value`` from now on (a bearer token renewed by a login)."""
+        self._headers[name] = value
+
     def get(self, path: str, params: Params | None = None) -> Any:
         """The decoded JSON body of ``GET base_url + path``, from the cache if fresh."""
         key = (path, tuple(sorted((params or {}).items())))

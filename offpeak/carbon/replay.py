@@ -36,6 +36,7 @@ class ReplayProvider:
     """
 
     name = "replay"
+    signal = "average"  # the intensity of the grid's mix
 
     def __init__(
         self,

@@ -22,6 +22,14 @@ LAST_GOOD = "last-good"
 FROM_HISTORY = "history"
 NO_SIGNAL = "none"
 
+# What a provider's gCO2e/kWh mean: the average intensity of the grid's mix (Electricity
+# Maps, UK Carbon Intensity, the replayed traces), or the marginal emissions of the
+# plants that answer one more kWh (WattTime's MOER). The two are different quantities:
+# a figure is computed from one of them, never from both.
+AVERAGE = "average"
+MARGINAL = "marginal"
+SIGNAL_NAMES = {AVERAGE: "average intensity", MARGINAL: "marginal emissions (MOER)"}
+
 
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
@@ -111,6 +119,12 @@ class CarbonProvider(Protocol):
     def history(self, zone: str, start: datetime, end: datetime) -> list[IntensityPoint]:
         """Measured hourly intensities from the hour of ``start`` up to ``end`` (excluded)."""
         ...
+
+
+def signal_of(provider: object) -> str:
+    """The kind of signal a provider serves: its ``signal`` attribute, else average."""
+    signal = getattr(provider, "signal", AVERAGE)
+    return signal if signal in SIGNAL_NAMES else AVERAGE
 
 
 def hourly_means(samples: Iterable[tuple[datetime, float]]) -> list[IntensityPoint]:

@@ -86,6 +86,7 @@ class UKGrid:
     """Client of the UK Carbon Intensity API, national and regional."""
 
     name = "ukgrid"
+    signal = "average"  # the intensity of the grid's mix
 
     def __init__(
         self,

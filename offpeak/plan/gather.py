@@ -15,7 +15,7 @@ from datetime import datetime
 
 import numpy as np
 
-from offpeak.carbon.signal import CarbonProvider
+from offpeak.carbon.signal import AVERAGE, CarbonProvider, signal_of
 from offpeak.catalog.pools import PoolSpec, load_pools, pool_of_deployment
 from offpeak.plan.pending import PendingGroup, pending_groups
 from offpeak.plan.planner import pools_from_specs
@@ -91,6 +91,7 @@ def gather(
     pools = pools_from_specs(specs)
     series: dict[str, np.ndarray] = {}
     sources: dict[str, str] = {}
+    signal = AVERAGE if provider is None else signal_of(provider)
     if provider is not None and groups:
         hours = forecast_hours(groups, at)
         series, sources = read_forecasts(provider, (p.zone for p in pools), at, hours)
@@ -103,13 +104,16 @@ def gather(
         series,
         busy_pools(state.active_jobs(services.db), specs),
         sources,
+        signal,
     )
 
 
 def decide(tick: Tick, policy: str) -> Planned:
     """The launch policy's decision on ``tick``, with its report."""
     decision = POLICIES[policy](tick)
-    report = plan_markdown(decision.plan, tick.groups, tick.pools, tick.forecasts, tick.sources)
+    report = plan_markdown(
+        decision.plan, tick.groups, tick.pools, tick.forecasts, tick.sources, signal=tick.signal
+    )
     return Planned(decision.launches, report)
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import numpy as np
 
+from offpeak.carbon.signal import AVERAGE
 from offpeak.catalog.models import ModelRegistry
 from offpeak.plan import planner
 from offpeak.plan.pending import PendingGroup, work_groups
@@ -46,6 +47,8 @@ class Tick:
     busy: Mapping[str, Sequence[int]] = field(default_factory=dict)
     # Where each zone's forecast came from (`Forecast.source`), for the report.
     sources: Mapping[str, str] = field(default_factory=dict)
+    # What the forecasts measure (`offpeak.carbon.signal`): one provider, one kind.
+    signal: str = AVERAGE
 
 
 @dataclass(frozen=True)

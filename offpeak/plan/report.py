@@ -1,5 +1,9 @@
 """A tick's plan as Markdown, per pool: the forecast, the chosen windows, the expected
-saving. The scheduler publishes it as a Prefect artifact; the demo prints it."""
+saving. The scheduler publishes it as a Prefect artifact; the demo prints it.
+
+It names the kind of signal its figures are in (average intensity or marginal
+emissions): a tick reads one provider, so every figure of a report is in that one.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from offpeak.carbon.signal import AVERAGE, SIGNAL_NAMES
 from offpeak.plan.pending import PendingGroup
 from offpeak.plan.planner import Plan, PlannedJob, Pool
 from offpeak.plan.policy import Launch
@@ -59,8 +64,11 @@ def plan_markdown(
     forecasts: Mapping[str, np.ndarray],
     sources: Mapping[str, str],
     title: str = "Carbon-aware plan",
+    *,
+    signal: str = AVERAGE,
 ) -> str:
-    """Per pool: its forecast, the jobs placed in it (now or later) and their saving."""
+    """Per pool: its forecast, the jobs placed in it (now or later) and their saving,
+    all in the one kind of ``signal`` the forecasts are."""
     if plan is None:
         return f"# {title}\n\nThe `immediate` policy runs everything pending at once.\n"
     by_group = {g.engine_model: g for g in groups}
@@ -71,6 +79,8 @@ def plan_markdown(
         f"At {now:%Y-%m-%d %H:%M} UTC: {len(plan.launch)} job(s) to launch now, "
         f"{len(plan.later)} planned later, {len(plan.late)} late. "
         f"Expected saving: {_saving(plan.jobs)}.",
+        "",
+        f"Signal: {SIGNAL_NAMES.get(signal, signal)}, gCO2e/kWh; every figure here is in it.",
     ]
     for pool in pools:
         forecast = np.asarray(forecasts.get(pool.zone, ()), dtype=np.float64)

@@ -8,14 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -24,6 +21,7 @@ from offpeak.ingest.sealing import seal_all
 from offpeak.state.db import Database
 from offpeak.storage import LocalStore
 from tests.offpeak.carbon.helpers import em_forecast
+from tests.offpeak.carbon.loopback import serve
 from tests.utils.factories import add_requests, new_key
 
 # One scheduler tick, as the scheduler's task runs it, minus Prefect.
@@ -64,30 +62,8 @@ class Replay:
 @pytest.fixture
 def replay() -> Iterator[tuple[Replay, str]]:
     state = Replay()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            url = urlparse(self.path)
-            status, body = state.answer(url.path, parse_qs(url.query))
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Retry-After", "0")  # the client's retries need not wait
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}/v3"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(lambda path, query, _: state.answer(path, query)) as url:
+        yield state, f"{url}/v3"
 
 
 def tick(env: dict[str, str], **settings: str) -> dict[str, Any]:

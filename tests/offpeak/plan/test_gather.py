@@ -267,3 +267,21 @@ def test_plan_tick_follows_the_policy_the_settings_name(services: Services, tmp_
     (launch,) = plan_tick(immediate, provider, AT).launches
     assert launch.pool == next(iter(load_pools(settings.pools_path)))
     assert provider.asked == [("GB", 73)]  # the immediate policy reads no forecast
+
+
+class MarginalTable(TableProvider):
+    """The table, as marginal emissions (WattTime's kind of signal)."""
+
+    signal = "marginal"
+
+
+def test_the_report_names_the_kind_of_signal_its_figures_are_in(services: Services) -> None:
+    submit(services, "72h")
+    average = decide(
+        gather(services, {"local": LOCAL}, TableProvider({"GB": [50.0] * 80}), AT), "carbon"
+    )
+    assert "Signal: average intensity" in average.report
+    tick = gather(services, {"local": LOCAL}, MarginalTable({"GB": [50.0] * 80}), AT)
+    assert tick.signal == "marginal"
+    report = decide(tick, "carbon").report
+    assert "Signal: marginal emissions (MOER)" in report and "average" not in report
