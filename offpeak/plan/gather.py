@@ -17,6 +17,7 @@ import numpy as np
 
 from offpeak.carbon.signal import AVERAGE, CarbonProvider, signal_of
 from offpeak.catalog.pools import PoolSpec, load_pools, pool_of_deployment
+from offpeak.plan.chart import chart_markdown
 from offpeak.plan.pending import PendingGroup, pending_groups
 from offpeak.plan.planner import pools_from_specs
 from offpeak.plan.policy import POLICIES, Launch, Tick
@@ -111,8 +112,15 @@ def gather(
 def decide(tick: Tick, policy: str) -> Planned:
     """The launch policy's decision on ``tick``, with its report."""
     decision = POLICIES[policy](tick)
+    chart = chart_markdown(decision.plan, tick.pools, tick.forecasts, tick.signal)
     report = plan_markdown(
-        decision.plan, tick.groups, tick.pools, tick.forecasts, tick.sources, signal=tick.signal
+        decision.plan,
+        tick.groups,
+        tick.pools,
+        tick.forecasts,
+        tick.sources,
+        signal=tick.signal,
+        chart=chart,
     )
     return Planned(decision.launches, report)
 

@@ -66,6 +66,7 @@ def plan_markdown(
     title: str = "Carbon-aware plan",
     *,
     signal: str = AVERAGE,
+    chart: str = "",
 ) -> str:
     """Per pool: its forecast, the jobs placed in it (now or later) and their saving,
     all in the one kind of ``signal`` the forecasts are."""
@@ -82,6 +83,8 @@ def plan_markdown(
         "",
         f"Signal: {SIGNAL_NAMES.get(signal, signal)}, gCO2e/kWh; every figure here is in it.",
     ]
+    if chart:
+        lines.append(chart)  # `offpeak.plan.chart.chart_markdown`: above the tables
     for pool in pools:
         forecast = np.asarray(forecasts.get(pool.zone, ()), dtype=np.float64)
         shown = forecast[:SHOWN_HOURS]

@@ -285,3 +285,4 @@ def test_the_report_names_the_kind_of_signal_its_figures_are_in(services: Servic
     assert tick.signal == "marginal"
     report = decide(tick, "carbon").report
     assert "Signal: marginal emissions (MOER)" in report and "average" not in report
+    assert "](data:image/png;base64," in report  # the plan as a chart, above the tables
