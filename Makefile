@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install postgres test test-fast lint demo bench api serve clean
+.PHONY: install postgres test test-fast fuzz lint demo bench api serve clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ test: install postgres lint
 # The tests that need no service (no PostgreSQL, S3 server, Prefect server or vLLM).
 test-fast: install
 	OFFPEAK_TEST_NO_SERVICES=1 $(BIN)/pytest -m "not postgres and not s3 and not live and not e2e and not vllm"
+
+# schemathesis against the live API on both stacks, longer than in `make test`, new seed.
+fuzz: install postgres
+	OFFPEAK_FUZZ_EXAMPLES=$${OFFPEAK_FUZZ_EXAMPLES:-300} OFFPEAK_FUZZ_SEED= $(BIN)/pytest tests/api_adapter/test_fuzz.py
 
 demo: install
 	$(BIN)/python -m offpeak.demo

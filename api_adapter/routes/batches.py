@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
+from api_adapter import responses
 from api_adapter.deps import KeyDep, ServicesDep
 from api_adapter.idempotency import IdempotentRoute, idempotent
 from api_adapter.streaming import JSONL, PAGE, jsonl, paged
@@ -21,7 +22,12 @@ from offpeak.state.keys import require_balance
 from offpeak.state.models import Batch
 from offpeak.state.requests import cancel_request
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"], route_class=IdempotentRoute)
+router = APIRouter(
+    prefix="/v1/batches",
+    tags=["batches"],
+    responses=responses.EXXA,
+    route_class=IdempotentRoute,
+)
 PARQUET = "application/vnd.apache.parquet"
 
 

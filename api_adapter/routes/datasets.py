@@ -13,6 +13,7 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from api_adapter import responses
 from api_adapter.deps import KeyDep, ServicesDep
 from api_adapter.idempotency import IdempotentRoute, idempotent
 from offpeak.clock import now
@@ -32,7 +33,9 @@ from offpeak.state.keys import require_balance
 from offpeak.state.models import ApiKey
 
 PATH = "/v1/datasets"
-router = APIRouter(prefix=PATH, tags=["datasets"], route_class=IdempotentRoute)
+router = APIRouter(
+    prefix=PATH, tags=["datasets"], responses=responses.EXXA, route_class=IdempotentRoute
+)
 
 SOURCE_DESCRIPTION = (
     "`s3://bucket/key` of a dataset, instead of an uploaded body: under one of the locations "

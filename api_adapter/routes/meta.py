@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from api_adapter import responses
 from api_adapter.deps import KeyDep, ServicesDep
 from api_adapter.readiness import Readiness, readiness
 from offpeak.schemas import ModelCard
 
-router = APIRouter(tags=["service"])
+router = APIRouter(tags=["service"], responses=responses.SERVICE)
 
 
 @router.get("/v1/models")

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from api_adapter import responses
 from api_adapter.deps import (
     API_KEY_SECURITY,
     KeyDep,
@@ -24,7 +25,12 @@ from offpeak.publish.objects import request_objects, status_object
 from offpeak.schemas import RequestCreate, RequestObject, Status, StatusObject
 from offpeak.state import requests as state
 
-router = APIRouter(prefix="/v1/requests", tags=["requests"], route_class=IdempotentRoute)
+router = APIRouter(
+    prefix="/v1/requests",
+    tags=["requests"],
+    responses=responses.EXXA,
+    route_class=IdempotentRoute,
+)
 
 
 @router.post("", status_code=201, response_model=StatusObject, openapi_extra=API_KEY_SECURITY)
