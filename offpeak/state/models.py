@@ -217,3 +217,67 @@ class IdempotencyKey(Base):
     created_at: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+
+class WebhookSecret(Base):
+    """A key's webhook signing secret (``whsec_`` + base64, Standard Webhooks). Kept in
+    clear: signing needs it. A rotation sets the old one's ``retires_at``; until then
+    events carry a signature under each live secret."""
+
+    __tablename__ = "webhook_secrets"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(Integer)
+    retires_at: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_webhook_secrets_key_id", "key_id", "id"),)
+
+
+class WebhookEvent(Base):
+    """The outbox: one lifecycle event for one target URL, written in the transaction of
+    the status change that causes it. Its id is the ``webhook-id`` of every attempt."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    type: Mapped[str] = mapped_column(String(32))  # "request.completed", ...
+    object_id: Mapped[str] = mapped_column(ID)
+    target: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)  # the exact JSON body that is signed
+    status: Mapped[str] = mapped_column(String(16))  # pending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[int | None] = mapped_column(Integer)
+    ended_at: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        # The delivery queue: pending events per target, in id (creation) order.
+        Index(
+            "ix_webhook_events_pending",
+            "target",
+            "id",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_webhook_events_key_id", "key_id", "id"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One try at delivering an event: what `GET /v1/webhooks/deliveries` lists."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id"))
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    attempted_at: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered, retry, failed
+
+    __table_args__ = (Index("ix_webhook_attempts_key_id", "key_id", "id"),)
