@@ -124,6 +124,16 @@ class Settings(BaseSettings):
     openai_max_batch_lines: Annotated[int, Field(gt=0)] = Field(
         50_000, description="Most requests (lines) one OpenAI batch input file may hold."
     )
+    anthropic_max_batch_bytes: Annotated[int, Field(gt=0)] = Field(
+        256 * 1024 * 1024,
+        description="Largest body `POST /anthropic/v1/messages/batches` accepts, in bytes "
+        "(else 413 request_too_large); Anthropic's own limit is 256 MB.",
+    )
+    anthropic_max_batch_requests: Annotated[int, Field(ge=100_000)] = Field(
+        100_000,
+        description="Most requests one Anthropic message batch may hold (at least 100,000, "
+        "Anthropic's own limit).",
+    )
 
     # Checks are field validators so an error names its variable (OFFPEAK_STORAGE_URL),
     # not the whole settings object; defaults are derived afterwards and always valid.

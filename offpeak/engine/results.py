@@ -38,6 +38,7 @@ class Choice:
     token_ids: Sequence[int]
     finish_reason: str  # "stop" (eos or a stop string) or "length" (max_tokens reached)
     logprobs: Sequence[TokenLogprob] | None = field(default=None)  # one per token, if asked
+    stop_reason: str | None = None  # the stop string that ended it, if one did
 
 
 def usage(prompt_token_ids: Sequence[int], choices: Sequence[Choice]) -> dict[str, int]:
@@ -71,6 +72,9 @@ def chat_completion(
                 "message": {"role": "assistant", "content": choice.text},
                 "finish_reason": choice.finish_reason,
                 "logprobs": None if choice.logprobs is None else _logprobs(choice.logprobs),
+                # As vLLM's server names it; only when a stop string matched, so other
+                # answers keep OpenAI's exact shape.
+                **({"stop_reason": choice.stop_reason} if choice.stop_reason else {}),
             }
             for index, choice in enumerate(choices)
         ],

@@ -94,6 +94,8 @@ def sampling_kwargs(
                 "stop strings must not be empty", code=ErrorCode.INVALID_REQUEST
             )
         kwargs["stop"] = stop
+    if body.top_k is not None:
+        kwargs["top_k"] = body.top_k
     if body.seed is not None:
         kwargs["seed"] = body.seed
     if body.logprobs:

@@ -235,6 +235,8 @@ def _result(item: _Ready, output: Any) -> EngineResult:
             text=c.text,
             token_ids=list(c.token_ids),
             finish_reason=c.finish_reason,
+            # vLLM names the stop string that matched (an int is a stop token id).
+            stop_reason=c.stop_reason if isinstance(c.stop_reason, str) else None,
             logprobs=None if top_k is None else _logprobs(c.token_ids, c.logprobs, top_k),
         )
         for c in sorted(output.outputs, key=lambda c: c.index)

@@ -67,6 +67,8 @@ class ChatCompletionRequest(Strict):
     messages: Annotated[list[ChatMessage], Field(min_length=1, description="The conversation.")]
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.7
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    # Not OpenAI's, but vLLM's server takes it too; Anthropic's Messages params need it.
+    top_k: Annotated[int | None, Field(ge=1, description="Sample from the k likeliest.")] = None
     n: Annotated[int, Field(ge=1, le=128, description="Number of choices to generate.")] = 1
     max_tokens: Annotated[int | None, Field(ge=1, le=MAX_COMPLETION_TOKENS)] = None
     max_completion_tokens: Annotated[int | None, Field(ge=1, le=MAX_COMPLETION_TOKENS)] = None

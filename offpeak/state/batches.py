@@ -286,6 +286,16 @@ def _settled() -> ColumnElement[bool]:
     return ~waiting & ~running
 
 
+def unsettled(db: Database, batch_ids: Sequence[str]) -> set[str]:
+    """Which of these batches still have a request waiting, or in a job still running."""
+    found: set[str] = set()
+    with db.session() as session:
+        for chunk in _chunks(list(batch_ids)):
+            query = select(Batch.id).where(Batch.id.in_(chunk), ~_settled())
+            found |= {str(bid) for bid in session.scalars(query)}
+    return found
+
+
 def ready_to_publish(db: Database) -> list[Batch]:
     """Open batches whose requests have all ended, their jobs too."""
     query = select(Batch).where(Batch.status.in_([s.value for s in CANCELLABLE]), _settled())
