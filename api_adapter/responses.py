@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from offpeak.schemas.anthropic import ErrorResponse as AnthropicError
+
 
 class ExxaError(BaseModel):
     """An error of the EXXA routes: FastAPI's shape plus a machine-readable code."""
@@ -57,4 +59,5 @@ def declared(model: type[BaseModel], *statuses: int) -> dict[int | str, dict[str
 _COMMON = (401, 403, 404, 405, 409, 413, 415, 503)
 EXXA = declared(ExxaError, *_COMMON, 400, 402, 422)  # 400: a body that is not JSON
 OPENAI = declared(OpenAIError, *_COMMON, 400, 402)
+ANTHROPIC = declared(AnthropicError, *_COMMON, 400, 402)
 SERVICE = declared(ExxaError, 401, 405, 503)

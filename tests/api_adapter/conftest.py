@@ -23,6 +23,7 @@ MAX_BODY_BYTES = 256 * 1024
 MAX_DATASET_BYTES = 512 * 1024
 OPENAI_MAX_FILE_BYTES = 1024 * 1024
 OPENAI_MAX_BATCH_LINES = 50
+ANTHROPIC_MAX_BATCH_BYTES = 2 * MAX_BODY_BYTES  # above the body limit: it is its own
 
 
 @dataclass
@@ -81,6 +82,7 @@ def stack_env(stack: str, data_dir: Path, request: pytest.FixtureRequest) -> dic
         "OFFPEAK_MAX_DATASET_BYTES": str(MAX_DATASET_BYTES),
         "OFFPEAK_OPENAI_MAX_FILE_BYTES": str(OPENAI_MAX_FILE_BYTES),
         "OFFPEAK_OPENAI_MAX_BATCH_LINES": str(OPENAI_MAX_BATCH_LINES),
+        "OFFPEAK_ANTHROPIC_MAX_BATCH_BYTES": str(ANTHROPIC_MAX_BATCH_BYTES),
         # Where `s3://` datasets are read from, whatever the object store is.
         "OFFPEAK_S3_ENDPOINT_URL": request.getfixturevalue("s3_endpoint"),
     }
