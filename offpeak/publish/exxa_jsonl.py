@@ -2,12 +2,12 @@
 
 A line is the :class:`~offpeak.schemas.RequestObject` of one request, the object the
 API answers for it, composed without building it. Page by page, the state database
-hands over each request's plain columns (:func:`offpeak.state.requests.batch_line_rows`);
-their frame is joined by id to the bodies of their segments and the results of their
-chunk files, and polars expressions compose each line. Every stored field reaches the
-file through a JSON encoder: the plain columns (ids, status, times, error, completion
-window, webhook) and the carbon object through polars', the metadata through orjson's
-or Python's (:func:`encode_metadata`).
+hands over each request's plain columns as Arrow, no Python object per row
+(:func:`offpeak.state.requests.batch_line_pages`); their frame is joined by id to the
+bodies of their segments and the results of their chunk files, and polars expressions
+compose each line. Every stored field reaches the file through a JSON encoder: the
+plain columns (ids, status, times, error, completion window, webhook) and the carbon
+object through polars', the metadata through orjson's or Python's (:func:`encode_metadata`).
 The request and result bodies are the JSON text their writers encoded (pydantic at
 ingestion, the chunk writer at run time); they are spliced in as they are, never parsed,
 unless one holds a raw control character (a line break between tokens, say): that one
@@ -27,7 +27,7 @@ import queue
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from contextlib import closing, suppress
 from dataclasses import dataclass
 from types import NoneType
@@ -51,15 +51,10 @@ log = logging.getLogger(__name__)
 PAGE = 10_000
 T = TypeVar("T")
 
-# A page's plain columns (requests.LINE_COLUMNS), metadata already encoded.
-_SCHEMA: dict[str, pl.DataType] = {
-    name: pl.Int64() if name.endswith("_at") else pl.String() for name in requests.LINE_COLUMNS
-}
-_METADATA_AT = list(requests.LINE_COLUMNS).index("metadata")
 # RequestObject's fields around its JSON-text ones, in its order: each run encoded as one
-# struct, cut open to splice the rest in (a test checks the order against the model).
+# struct, cut open to splice the rest in (the tests check the order against the model).
 _HEAD = ("id", "status", "created_at", "expires_at", "in_progress_at", "ended_at")
-_TAIL = ("error", "completion_window", "webhook", "batch_id")
+_TAIL = ("error", "completion_window", "webhook", "batch_id", "carbon")
 
 
 def _dtype(annotation: Any) -> pl.DataType:
@@ -138,25 +133,21 @@ def encode_text(text: str) -> str:
     return compact
 
 
-def page_frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
-    """A page of rows of LINE_COLUMNS as a frame, its metadata encoded."""
-    texts = [row[_METADATA_AT] for row in rows]
-    # Metadata repeats ("{}" above all): each text encoded once per page.
-    encoded = {text: "" for text in texts}
-    for text in encoded:
-        encoded[text] = encode_metadata(text)
-    frame = pl.DataFrame(rows, schema=_SCHEMA, orient="row")
-    return frame.with_columns(metadata=pl.Series([encoded[text] for text in texts]))
+def page_frame(page: pl.DataFrame) -> pl.DataFrame:
+    """A page of LINE_COLUMNS with its metadata encoded (:func:`encode_metadata`)."""
+    texts = page["metadata"].fill_null("")
+    # Metadata repeats ("{}" above all): each text encoded once per page, and only the
+    # ones whose encoding differs from the stored text replaced.
+    changed = {text: encode_metadata(text) for text in texts.unique().to_list()}
+    changed = {text: encoded for text, encoded in changed.items() if encoded != text}
+    if changed:
+        texts = texts.replace(list(changed), list(changed.values()))
+    return page.with_columns(metadata=texts)
 
 
 def _json(column: pl.Expr) -> pl.Expr:
     """Stored JSON text as a value: as is, or null when absent or empty."""
     return pl.when(column.is_not_null() & (column != "")).then(column).otherwise(pl.lit("null"))
-
-
-def _members(*fields: pl.Expr | str) -> pl.Expr:
-    """The fields as the members of a JSON object, without its braces."""
-    return pl.struct(*fields).struct.json_encode().str.slice(1).str.head(-1)
 
 
 def _line(batch_id: str) -> pl.Expr:
@@ -167,12 +158,14 @@ def _line(batch_id: str) -> pl.Expr:
         .then(pl.struct(code=pl.col("error_code"), message=pl.col("error_message").fill_null("")))
         .alias("error")
     )
-    carbon = pl.col("carbon").replace("", None).str.json_decode(_CARBON).struct.json_encode()
-    made = {"error": error, "batch_id": pl.lit(batch_id).alias("batch_id")}
-    tail = [made.get(name, name) for name in _TAIL]
+    carbon = pl.col("carbon").replace("", None).str.json_decode(_CARBON).alias("carbon")
+    made = {"error": error, "batch_id": pl.lit(batch_id).alias("batch_id"), "carbon": carbon}
+    # Each run of fields as the encoder writes its object, cut open where the JSON texts
+    # go in: the head keeps the line's opening brace, the tail its closing one.
+    head = pl.struct(*_HEAD).struct.json_encode().str.head(-1)
+    tail = pl.struct(*[made.get(name, name) for name in _TAIL]).struct.json_encode().str.slice(1)
     return pl.concat_str(
-        pl.lit("{"),
-        _members(*_HEAD),
+        head,
         pl.lit(',"metadata":'),
         "metadata",
         pl.lit(',"request_body":'),
@@ -180,10 +173,8 @@ def _line(batch_id: str) -> pl.Expr:
         pl.lit(',"result_body":'),
         _json(pl.col("result_body")),
         pl.lit(","),
-        _members(*tail),
-        pl.lit(',"carbon":'),
-        carbon.fill_null("null"),
-        pl.lit("}\n"),
+        tail,
+        pl.lit("\n"),
     ).alias("line")
 
 
@@ -270,11 +261,12 @@ def _joined(page: pl.DataFrame, bodies: _TextFiles, results: _TextFiles) -> pl.D
     return joined.with_columns(request_body=pl.coalesce("body", "segment_body"))
 
 
-def _pages(db: Database, batch: Batch) -> Generator[pl.DataFrame, None, None]:
-    """The batch's requests in id order, as frames of PAGE rows."""
-    with db.session() as session:
-        for rows in requests.batch_line_rows(session, batch.key_id, batch.id, PAGE):
-            yield page_frame(rows)
+def _pages(db: Database, store: ObjectStore, batch: Batch) -> Generator[pl.DataFrame, None, None]:
+    """The batch's requests in id order, as joined frames of PAGE rows."""
+    bodies = _TextFiles(store, "request_body", "segment")
+    results = _TextFiles(store, "result_body", "result_key")
+    for table in requests.batch_line_pages(db, batch.key_id, batch.id, PAGE):
+        yield _joined(page_frame(pl.DataFrame(table)), bodies, results)
 
 
 def _ahead(
@@ -324,13 +316,11 @@ def publish_batch(db: Database, store: ObjectStore, batch: Batch) -> Published:
     database while one is written) and mark the batch ended: `completed`, or `failed`
     when every request failed.
     """
-    bodies = _TextFiles(store, "request_body", "segment")
-    results = _TextFiles(store, "result_body", "result_key")
     key = results_key(batch)
     lines = failed = 0
-    with store.writer(key) as out, closing(_ahead(lambda: _pages(db, batch))) as pages:
+    with store.writer(key) as out, closing(_ahead(lambda: _pages(db, store, batch))) as pages:
         for page in pages:
-            data, page_failed = page_bytes(_joined(page, bodies, results), batch.id)
+            data, page_failed = page_bytes(page, batch.id)
             out.write(data)
             lines += page.height
             failed += page_failed

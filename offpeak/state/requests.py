@@ -21,6 +21,7 @@ from offpeak.errors import Conflict, NotFound
 from offpeak.ingest.estimate import estimate_tokens
 from offpeak.ingest.rows import records_table, request_row
 from offpeak.schemas import RequestCreate, Status
+from offpeak.state.arrow_reader import arrow_pages
 from offpeak.state.db import Database
 from offpeak.state.inserter import insert_table
 from offpeak.state.models import Request
@@ -99,6 +100,23 @@ LINE_COLUMNS: dict[str, InstrumentedAttribute[Any] | ColumnElement[Any]] = {
     "webhook": Request.webhook,
     "carbon": Request.carbon,
 }
+
+
+# LINE_COLUMNS as Arrow reads them: times as integers, the rest text.
+LINE_SCHEMA = pa.schema(
+    [(name, pa.int64() if name.endswith("_at") else pa.string()) for name in LINE_COLUMNS]
+)
+
+
+def batch_line_pages(db: Database, key_id: str, batch_id: str, page: int) -> Iterator[pa.Table]:
+    """A batch's requests in id order as Arrow tables of LINE_COLUMNS (LINE_SCHEMA),
+    ``page`` rows at a time, memory flat: read by the driver straight into Arrow
+    (offpeak.state.arrow_reader), never as Python objects, for publishing whole batches.
+    """
+    query = select(*LINE_COLUMNS.values()).where(
+        Request.key_id == key_id, Request.batch_id == batch_id
+    )
+    return arrow_pages(db, query, Request.id, LINE_SCHEMA, page)
 
 
 def batch_line_rows(
