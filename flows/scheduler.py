@@ -20,6 +20,7 @@ from tasks.scheduling import (
     seal_leftovers,
     summary,
 )
+from tasks.webhooks import deliver_webhooks
 
 
 def _late() -> bool:
@@ -33,7 +34,7 @@ def _late() -> bool:
 @flow(name="scheduler")
 def scheduler() -> dict[str, Any]:
     """Seal leftovers, expire overdue requests, recover crashed jobs, launch new ones,
-    publish finished batches."""
+    publish finished batches, deliver webhook events."""
     log = get_run_logger()
     if _late():
         log.info("skipped: this run is late and a newer one follows")
@@ -51,6 +52,8 @@ def scheduler() -> dict[str, Any]:
             launch_job(opened)
             launched.append(opened)
     published = publish_ready_batches()
+    # Last: this tick's expiries and publications already have their events.
+    webhooks = deliver_webhooks()
     report = {
         "sealed": sealed,
         "expired": expired,
@@ -58,6 +61,7 @@ def scheduler() -> dict[str, Any]:
         "failed_jobs": recovered["failed"],
         "launched": launched,
         "published": published,
+        "webhooks": webhooks,
     }
     create_markdown_artifact(
         key="scheduler-plan",

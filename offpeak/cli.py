@@ -96,9 +96,16 @@ def keys() -> None:
     show_default=True,
     help="Starting balance in USD.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object with `key`.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON object with `key` and `webhook_secret` (shown once).",
+)
 def keys_create(name: str, credits_usd: str, as_json: bool) -> None:
     """Create a key; the secret is printed once and never stored."""
+    from offpeak.clock import now
+    from offpeak.events import secrets as webhook_secrets
     from offpeak.state.keys import create_key
 
     try:
@@ -107,7 +114,9 @@ def keys_create(name: str, credits_usd: str, as_json: bool) -> None:
         raise click.BadParameter(
             f"{credits_usd!r} is not an amount", param_hint="--credits"
         ) from None
-    key, secret = create_key(_db(), name, credits)
+    db = _db()
+    key, secret = create_key(db, name, credits)
+    webhook_secret = webhook_secrets.create(db, key.id, now())
     if as_json:
         click.echo(
             json.dumps(
@@ -116,6 +125,7 @@ def keys_create(name: str, credits_usd: str, as_json: bool) -> None:
                     "name": key.name,
                     "key": secret,
                     "credits_usd": float(key.credits_usd),
+                    "webhook_secret": webhook_secret,
                 }
             )
         )
@@ -146,6 +156,24 @@ def keys_list(as_json: bool) -> None:
             table.add_row(key.id, f"{key.prefix}…", f"${key.credits_usd:.2f}", state, key.name)
     if not as_json:
         _print(table)
+
+
+@keys.command("rotate-webhook-secret")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def keys_rotate_webhook_secret(key_id: str, as_json: bool) -> None:
+    """Issue a key a new webhook signing secret (printed once); the old one keeps
+    signing beside it for OFFPEAK_WEBHOOK_SECRET_OVERLAP_SECONDS."""
+    from offpeak.clock import now
+    from offpeak.config import get_settings
+    from offpeak.events import secrets as webhook_secrets
+
+    overlap = int(get_settings().webhook_secret_overlap_seconds)
+    key, secret = webhook_secrets.rotate(_db(), key_id, now(), overlap)
+    if as_json:
+        click.echo(json.dumps({"id": key.id, "webhook_secret": secret, "overlap_seconds": overlap}))
+    else:
+        click.echo(secret)
 
 
 @keys.command("revoke")

@@ -173,6 +173,29 @@ class Settings(BaseSettings):
         3, description="Launches of a job before its unfinished requests fail."
     )
     work_pool: str = Field("local", description="Prefect work pool `offpeak serve` runs.")
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let webhooks target loopback, private and link-local addresses and "
+        "plain http (tests, local use). Off, a webhook URL must be https and resolve to "
+        "public addresses only; metadata addresses are refused either way.",
+    )
+    webhook_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = Field(
+        5.0, description="Connect and read timeout of one webhook delivery attempt."
+    )
+    webhook_retry_base_seconds: Annotated[float, Field(gt=0)] = Field(
+        10.0, description="First retry delay of a webhook event; it doubles per attempt."
+    )
+    webhook_retry_max_seconds: Annotated[float, Field(gt=0)] = Field(
+        3600.0, description="Longest delay between two attempts at one webhook event."
+    )
+    webhook_give_up_seconds: Annotated[float, Field(gt=0)] = Field(
+        86400.0, description="Age after which a webhook event that still fails is dropped."
+    )
+    webhook_secret_overlap_seconds: Annotated[float, Field(ge=0)] = Field(
+        86400.0,
+        description="How long a rotated-out webhook secret still signs events beside the "
+        "new one, so receivers can switch without losing any.",
+    )
 
     # The carbon signal (offpeak.carbon.open_provider builds the provider from these).
     carbon_provider: Literal["replay", "electricitymaps", "ukgrid", "watttime"] = Field(

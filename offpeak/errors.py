@@ -56,6 +56,15 @@ class UnsafeJson(InvalidInput):
         self.loc = loc
 
 
+class WebhookUrlForbidden(InvalidInput):
+    """A webhook URL offpeak refuses to call: one that resolves to a loopback, private,
+    link-local or metadata address (``webhook_url_forbidden``), plain http where https is
+    required (``webhook_url_insecure``), a host that does not resolve
+    (``webhook_url_unresolvable``), or no http(s) URL at all (``webhook_url_invalid``)."""
+
+    code = "webhook_url_forbidden"
+
+
 class UnknownModel(InvalidInput):
     """The requested model is not served here."""
 

@@ -14,6 +14,7 @@ from typing import Literal
 from sqlalchemy import ColumnElement, case, func, select, update
 
 from offpeak.errors import Conflict, NotFound
+from offpeak.events import outbox
 from offpeak.ids import new_id
 from offpeak.schemas import (
     FINAL_STATUSES,
@@ -240,14 +241,18 @@ def cancel_batch(db: Database, key_id: str, batch_id: str, at: int) -> Batch:
             .values(status=Status.CANCELLED.value, ended_at=at)
         )
         if result.rowcount == 1:  # type: ignore[attr-defined]
+            open_requests = (
+                Request.batch_id == batch_id,
+                Request.status.in_([s.value for s in CANCELLABLE]),
+            )
+            watched = outbox.watched_requests(session, *open_requests)
             session.execute(
                 update(Request)
-                .where(
-                    Request.batch_id == batch_id,
-                    Request.status.in_([s.value for s in CANCELLABLE]),
-                )
+                .where(*open_requests)
                 .values(status=Status.CANCELLED.value, ended_at=at)
             )
+            outbox.add_request_events(session, watched, at)
+            outbox.add_batch_event(session, batch_id, at)
             # Its OpenAI view, if any, shows `cancelling` until its files are written.
             session.execute(
                 update(OpenAIView)
@@ -325,6 +330,8 @@ def finish_batch(db: Database, batch_id: str, status: Status, results_key: str, 
             .where(Batch.id == batch_id, Batch.status.in_([s.value for s in CANCELLABLE]))
             .values(status=status.value, results_key=results_key, ended_at=at)
         )
+        if result.rowcount:  # type: ignore[attr-defined]
+            outbox.add_batch_event(session, batch_id, at)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -343,4 +350,6 @@ def fail_publish(db: Database, batch_id: str, code: str, message: str, at: int) 
             .where(Batch.id == batch_id, Batch.status.in_([s.value for s in CANCELLABLE]))
             .values(status=Status.FAILED.value, meta={**(meta or {}), **reason}, ended_at=at)
         )
+        if result.rowcount:  # type: ignore[attr-defined]
+            outbox.add_batch_event(session, batch_id, at)
     return bool(result.rowcount)  # type: ignore[attr-defined]

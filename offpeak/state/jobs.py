@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from offpeak.errors import NotFound
+from offpeak.events import outbox
 from offpeak.schemas import ACTIVE_JOB_STATUSES, CarbonObject, ErrorCode, JobStatus, Status
 from offpeak.state.db import Database
 from offpeak.state.models import ApiKey, Batch, Job, Request
@@ -224,17 +225,21 @@ def apply_outcomes(
                     .where(ApiKey.id == key_id)
                     .values(credits_usd=ApiKey.credits_usd - amount)
                 )
+        outbox.add_request_events(session, list(owners), at)
     return len(owners)
 
 
 def fail_job(db: Database, job_id: str, code: str, message: str, at: int) -> int:
     """Fail a job and every request still waiting on it; returns how many failed."""
+    waiting = (Request.job_id == job_id, Request.status == Status.IN_PROGRESS.value)
     with db.session(write=True) as session:
+        watched = outbox.watched_requests(session, *waiting)
         result = session.execute(
             update(Request)
-            .where(Request.job_id == job_id, Request.status == Status.IN_PROGRESS.value)
+            .where(*waiting)
             .values(status=Status.FAILED.value, error_code=code, error_message=message, ended_at=at)
         )
+        outbox.add_request_events(session, watched, at)
         session.execute(
             update(Job)
             .where(Job.id == job_id)
@@ -245,10 +250,12 @@ def fail_job(db: Database, job_id: str, code: str, message: str, at: int) -> int
 
 def expire_overdue(db: Database, at: int) -> int:
     """Fail requests still waiting past their deadline (code `expired`, not charged)."""
+    overdue = (Request.status == Status.REGISTERED.value, Request.expires_at < at)
     with db.session(write=True) as session:
+        watched = outbox.watched_requests(session, *overdue)
         result = session.execute(
             update(Request)
-            .where(Request.status == Status.REGISTERED.value, Request.expires_at < at)
+            .where(*overdue)
             .values(
                 status=Status.FAILED.value,
                 error_code=ErrorCode.EXPIRED,
@@ -256,6 +263,7 @@ def expire_overdue(db: Database, at: int) -> int:
                 ended_at=at,
             )
         )
+        outbox.add_request_events(session, watched, at)
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from offpeak.errors import Conflict, NotFound
+from offpeak.events import outbox
 from offpeak.ingest.estimate import estimate_tokens
 from offpeak.ingest.rows import records_table, request_row
 from offpeak.schemas import RequestCreate, Status
@@ -158,6 +159,8 @@ def cancel_request(db: Database, key_id: str, request_id: str, at: int) -> Reque
             .values(status=Status.CANCELLED.value, ended_at=at)
         )
         cancelled = result.rowcount == 1  # type: ignore[attr-defined]
+        if cancelled:
+            outbox.add_request_events(session, [request_id], at)
     row = get_request(db, key_id, request_id)
     if not cancelled:
         raise Conflict(
