@@ -115,9 +115,12 @@ def test_a_message_batch_runs_through_the_sdk(client: Anthropic) -> None:
     assert errored.error.type == "error"
     assert errored.error.error.type == "invalid_request_error"
     assert "context" in errored.error.error.message
-    SHOWN["lines"] = [lines["q-0"].model_dump(mode="json"), errored.model_dump(mode="json")]
+    SHOWN["lines"] = [
+        lines[custom_id].model_dump(mode="json", exclude_none=True)
+        for custom_id in ("with-system", "stops", "too-long")
+    ]
 
-    # The EXXA routes see the same batch, its requests keeping their custom_ids.
+    # The EXXA routes see the same batch.
     with httpx_client(client) as exxa:
         seen = exxa.get(f"/v1/batches/{done.id}").json()
         assert seen["request_counts"]["total"] == 21
