@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api_adapter import errors
+from api_adapter import errors, exxa, openai, service
+from api_adapter.anthropic import routes as anthropic
 from api_adapter.deps import Services
 from api_adapter.limits import BodyLimits, path_ids
-from api_adapter.routes import batches, datasets, meta, openai, requests
 from offpeak import __version__
 from offpeak.config import Settings, get_settings
 from offpeak.ingest.sealing import SealWriter
@@ -59,18 +59,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="offpeak",
         version=__version__,
         description="Asynchronous LLM inference that runs when and where the grid is cleanest. "
-        "Speaks the EXXA batch API, and the OpenAI Batch API under /openai/v1.",
+        "Speaks the EXXA batch API, the OpenAI Batch API under /openai/v1, and Anthropic's "
+        "Message Batches API under /anthropic/v1.",
         lifespan=lifespan,
         # Ids in paths are checked once here, for every route, before any query.
         dependencies=[Depends(path_ids)],
     )
-    app.add_middleware(
-        BodyLimits,
-        max_bytes=settings.max_body_bytes,
-        uploads={openai.FILES_PATH: settings.openai_max_file_bytes},
-        raw_uploads={datasets.PATH: settings.max_dataset_bytes},
-    )
+    # The routes whose bodies are not small JSON declare their limits (limits.body_limit).
+    app.add_middleware(BodyLimits, settings=settings)
     errors.install(app)
-    for router in (requests.router, batches.router, datasets.router, meta.router, openai.router):
+    # One router per API family, each answering errors in its own dialect (registered
+    # by its package); the service routes (models, health) speak the EXXA one.
+    for router in (exxa.router, service.router, openai.router, anthropic.router):
         app.include_router(router)
     return app

@@ -1,17 +1,31 @@
 """ASGI middleware refusing oversized bodies (413), bodies of the wrong type (415) and
 JSON or query strings holding what no store can keep (422) early: JSON everywhere,
-multipart on the upload routes, which have their own limit."""
+multipart or raw files on the upload routes.
+
+A route whose body is not the default (a JSON body of at most `max_body_bytes`) says so
+with :func:`body_limit`; the middleware reads that from the route the path names. It
+runs before routing, rather than in a route class, so that these answers come first for
+every path, as they always have (an oversized body to an unknown path is a 413, not a
+404), and before any route or idempotency work starts.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api_adapter.errors import is_openai, openai_error_body, unsafe_json_error
+from api_adapter import dialects
+from api_adapter.dialects import Answer
+from offpeak.config import Settings
 from offpeak.errors import NotFound, UnsafeJson
 from offpeak.ids import ID_PATTERN
 from offpeak.schemas import strict_json
@@ -19,23 +33,52 @@ from offpeak.schemas import strict_json
 _WITH_BODY = {"POST", "PUT", "PATCH"}
 # Room for a multipart body's boundaries and form fields around an uploaded file.
 MULTIPART_OVERHEAD = 64 * 1024
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-async def _reply(send: Send, path: str, status: int, code: str, detail: str) -> None:
-    shaped: dict[str, object] = (
-        openai_error_body(status, code, detail)
-        if is_openai(path)
-        else {"detail": detail, "code": code}
-    )
-    await _send(send, status, shaped)
+@dataclass(frozen=True)
+class BodyLimit:
+    """What a route takes as its body, and its largest size in bytes."""
+
+    # json: checked whole by the strict parser; multipart: a file upload (the limit is
+    # the file's, the form around it may add MULTIPART_OVERHEAD); raw: a file of any type,
+    # whose route counts the bytes of a body sent without a length.
+    kind: Literal["json", "multipart", "raw"]
+    limit: Callable[[Settings], int]
 
 
-async def _send(send: Send, status: int, shaped: dict[str, object]) -> None:
-    body = json.dumps(shaped).encode()
+def body_limit(
+    kind: Literal["json", "multipart", "raw"], limit: Callable[[Settings], int]
+) -> Callable[[F], F]:
+    """Declare a route's body and its limit (a setting), e.g.
+    ``@body_limit("multipart", lambda s: s.openai_max_file_bytes)`` under ``@router.post``."""
+
+    def mark(endpoint: F) -> F:
+        endpoint.__offpeak_body_limit__ = BodyLimit(kind, limit)  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
+def declared_limits(routes: list[Any]) -> list[tuple[re.Pattern[str], BodyLimit]]:
+    """The routes that declare their body, as (path pattern, limit)."""
+    return [
+        (route.path_regex, route.endpoint.__offpeak_body_limit__)
+        for route in routes
+        if isinstance(route, APIRoute) and hasattr(route.endpoint, "__offpeak_body_limit__")
+    ]
+
+
+async def _reply(send: Send, path: str, status: int, detail: str) -> None:
+    await _send(send, dialects.for_path(path).http_error(status, detail))
+
+
+async def _send(send: Send, answer: Answer) -> None:
+    body = json.dumps(answer.body).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": status,
+            "status": answer.status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -46,24 +89,21 @@ async def _send(send: Send, status: int, shaped: dict[str, object]) -> None:
 
 
 class BodyLimits:
-    """Checks size and content type before any route reads the body.
+    """Checks size and content type before any route reads the body."""
 
-    ``uploads`` maps the paths that take multipart file uploads to their largest file.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        max_bytes: int,
-        uploads: dict[str, int] | None = None,
-        raw_uploads: dict[str, int] | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        self.max_bytes = max_bytes
-        self.uploads = uploads or {}
-        # Paths taking a raw file body of any type (datasets), each with its own limit;
-        # the route counts the bytes of a body sent without a length.
-        self.raw_uploads = raw_uploads or {}
+        self.settings = settings
+        # Read from the application's routes at the first request with a body.
+        self._declared: list[tuple[re.Pattern[str], BodyLimit]] | None = None
+
+    def _limit_of(self, scope: Scope) -> BodyLimit | None:
+        """The body the route at this path declares (any method: a wrong method hears
+        the route's limits before its 405), or None for a JSON body of the default size."""
+        if self._declared is None:
+            self._declared = declared_limits(scope["app"].router.routes)
+        path = scope["path"].rstrip("/")
+        return next((limit for regex, limit in self._declared if regex.match(path)), None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (name := nul_in_query(scope["query_string"])):
@@ -72,16 +112,18 @@ class BodyLimits:
                 (name,),
                 code="nul_character",
             )
-            await _send(send, *unsafe_json_error(scope["path"], exc, where="query"))
+            await _send(send, dialects.for_path(scope["path"]).unsafe_json(exc, "query"))
             return
         if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
             await self.app(scope, receive, send)
             return
-        if (raw_limit := self.raw_uploads.get(scope["path"].rstrip("/"))) is not None:
+        declared = self._limit_of(scope)
+        if declared is not None and declared.kind == "raw":
+            raw_limit = declared.limit(self.settings)
             length = dict(scope["headers"]).get(b"content-length")
             if length is not None and int(length) > raw_limit:
                 detail = f"upload of {int(length)} bytes exceeds the {raw_limit}-byte limit"
-                await _reply(send, scope["path"], 413, "payload_too_large", detail)
+                await _reply(send, scope["path"], 413, detail)
                 return
             await self.app(scope, receive, send)
             return
@@ -89,15 +131,20 @@ class BodyLimits:
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"")
-        file_limit = self.uploads.get(path.rstrip("/"))
-        max_bytes = self.max_bytes if file_limit is None else file_limit + MULTIPART_OVERHEAD
+        file_limit = None
+        max_bytes = self.settings.max_body_bytes
+        if declared is not None and declared.kind == "multipart":
+            file_limit = declared.limit(self.settings)
+            max_bytes = file_limit + MULTIPART_OVERHEAD
+        elif declared is not None:
+            max_bytes = declared.limit(self.settings)
         if length is not None and int(length) > max_bytes:
             detail = (
-                f"request body of {int(length)} bytes exceeds the {self.max_bytes}-byte limit"
+                f"request body of {int(length)} bytes exceeds the {max_bytes}-byte limit"
                 if file_limit is None
                 else f"upload of {int(length)} bytes exceeds the {file_limit}-byte file limit"
             )
-            await _reply(send, path, 413, "payload_too_large", detail)
+            await _reply(send, path, 413, detail)
             return
         has_body = chunked or (length is not None and int(length) > 0)
         media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
@@ -109,13 +156,7 @@ class BodyLimits:
         if has_body and not wanted:
             shown = media.decode(errors="replace") or "none"
             kind = "application/json" if file_limit is None else "multipart/form-data"
-            await _reply(
-                send,
-                path,
-                415,
-                "unsupported_media_type",
-                f"request bodies must be {kind}, not {shown}",
-            )
+            await _reply(send, path, 415, f"request bodies must be {kind}, not {shown}")
             return
         if file_limit is not None:
             await self._multipart(scope, receive, send, chunked=chunked, max_bytes=max_bytes)
@@ -135,7 +176,7 @@ class BodyLimits:
             received += len(chunk)
             if received > max_bytes:
                 detail = f"request body exceeds the {max_bytes}-byte limit"
-                await _reply(send, path, 413, "payload_too_large", detail)
+                await _reply(send, path, 413, detail)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -146,8 +187,7 @@ class BodyLimits:
         except UnsafeJson as exc:
             # Text that is not JSON at all keeps FastAPI's own answer (422 json_invalid).
             if exc.code != "json_invalid":
-                status, shaped = unsafe_json_error(path, exc, where="body")
-                await _send(send, status, shaped)
+                await _send(send, dialects.for_path(path).unsafe_json(exc, "body"))
                 return
         await self.app(scope, _replay(body, receive), send)
 

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from api_adapter import responses
 from api_adapter.deps import KeyDep, ServicesDep
 from api_adapter.idempotency import IdempotentRoute, idempotent
+from api_adapter.limits import body_limit
 from offpeak.clock import now
 from offpeak.errors import DatasetError
 from offpeak.ingest.admit import admit
@@ -116,6 +117,7 @@ def _format_of_name(name: str) -> DatasetFormat | None:
     },
 )
 @idempotent
+@body_limit("raw", lambda settings: settings.max_dataset_bytes)
 async def submit_dataset(
     request: Request,
     key: FundedKeyDep,

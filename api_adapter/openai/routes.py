@@ -2,7 +2,7 @@
 
 An OpenAI batch is one of our batches: its lines are requests that the EXXA routes
 show too (`metadata.custom_id` holds each line's custom_id). Errors come in OpenAI's
-shape (see api_adapter/errors.py).
+shape (see api_adapter/openai/errors.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from api_adapter import responses
 from api_adapter.deps import KeyDep, Services, ServicesDep
 from api_adapter.idempotency import IdempotentRoute, idempotent
+from api_adapter.limits import body_limit
 from offpeak.clock import now
 from offpeak.errors import Conflict, InvalidInput
 from offpeak.ids import new_id
@@ -39,7 +40,6 @@ from offpeak.state.keys import require_balance
 from offpeak.state.models import Batch, OpenAIFile
 
 PREFIX = "/openai/v1"
-FILES_PATH = f"{PREFIX}/files"
 router = APIRouter(
     prefix=PREFIX, tags=["openai"], responses=responses.OPENAI, route_class=IdempotentRoute
 )
@@ -59,6 +59,7 @@ def _size(upload: UploadFile) -> int:
 
 @router.post("/files", response_model=FileObject)
 @idempotent
+@body_limit("multipart", lambda settings: settings.openai_max_file_bytes)
 async def upload_file(
     key: KeyDep,
     services: ServicesDep,

@@ -1,0 +1,13 @@
+"""The EXXA batch API under /v1: requests, batches and datasets, in the EXXA error dialect."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api_adapter.exxa import batches, datasets, errors, requests
+
+router = APIRouter()
+for _part in (requests, batches, datasets):
+    router.include_router(_part.router)
+
+__all__ = ["errors", "router"]
