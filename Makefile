@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install postgres test test-fast fuzz lint demo bench api serve clean
+.PHONY: install postgres promtool test test-fast fuzz lint demo bench api serve clean
 
 install: $(STAMP)
 
@@ -24,16 +24,22 @@ postgres:
 	  { echo "installing PostgreSQL (Debian package)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
+# The alerting rules' tests run `promtool test rules`; it ships in Debian's prometheus.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || \
+	  { echo "installing promtool (Debian package prometheus)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install postgres lint
+test: install postgres promtool lint
 	$(BIN)/pytest
 
 # The tests that need no service (no PostgreSQL, S3 server, Prefect server or vLLM).
-test-fast: install
+test-fast: install promtool
 	OFFPEAK_TEST_NO_SERVICES=1 $(BIN)/pytest -m "not postgres and not s3 and not live and not e2e and not vllm"
 
 # schemathesis against the live API on both stacks, longer than in `make test`, new seed.

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api_adapter import errors, exxa, openai, service
+from api_adapter import errors, exxa, metrics, openai, service
 from api_adapter.anthropic import routes as anthropic
 from api_adapter.deps import Services
 from api_adapter.limits import BodyLimits, path_ids
@@ -72,4 +72,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # by its package); the service routes (models, health) speak the EXXA one.
     for router in (exxa.router, service.router, openai.router, anthropic.router):
         app.include_router(router)
+    metrics.install(app)  # GET /metrics, request ids, HTTP metrics
     return app

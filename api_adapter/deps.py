@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from offpeak.catalog.models import ModelRegistry
 from offpeak.config import Settings
 from offpeak.ingest.sealing import SealWriter
+from offpeak.logs import bind
 from offpeak.state import keys
 from offpeak.state.committer import GroupCommitter
 from offpeak.state.db import Database
@@ -139,9 +140,11 @@ async def authenticate(services: Services, secret: str | None) -> ApiKey:
 
     A cache hit costs no trip through the thread pool; a miss reads the database there.
     """
-    if (key := services.auth.cached(secret)) is not None:
-        return key
-    return await run_in_threadpool(services.auth.authenticate, services.db, secret)
+    key = services.auth.cached(secret)
+    if key is None:
+        key = await run_in_threadpool(services.auth.authenticate, services.db, secret)
+    bind(key_id=key.id)  # on this call's log lines from here on
+    return key
 
 
 async def current_key(

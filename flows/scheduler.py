@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from offpeak.heartbeats import SCHEDULER, beat
 from tasks.publishing import publish_ready_batches
 from tasks.runtime import runtime
 from tasks.scheduling import (
@@ -69,6 +70,7 @@ def scheduler() -> dict[str, Any]:
         description="The carbon-aware plan of the last scheduler tick, per pool.",
     )
     log.info("tick: %s", report)
+    beat(runtime().store, SCHEDULER)  # read by offpeak_scheduler_last_tick_timestamp_seconds
     return report
 
 

@@ -23,6 +23,7 @@ import httpx
 import yaml
 
 from offpeak.config import Settings, get_settings
+from offpeak.logs import setup_logging
 from offpeak.state.db import upgrade
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -174,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="API port [OFFPEAK_API_PORT]")
     parser.add_argument("--prefect-port", type=int, default=4200, help="Prefect server port")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     settings = get_settings()
+    setup_logging(settings.log_format)
     stack = Stack(
         settings,
         api_port=settings.api_port if args.port is None else args.port,

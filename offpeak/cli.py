@@ -4,7 +4,6 @@ team's commands (submit, status, results, cancel) from offpeak/cli_client.py."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from decimal import Decimal
@@ -16,6 +15,7 @@ from rich.table import Table
 
 from offpeak.config import get_settings
 from offpeak.errors import OffpeakError
+from offpeak.logs import setup_logging
 from offpeak.state.db import Database
 
 
@@ -194,9 +194,7 @@ def api(host: str | None, port: int | None) -> None:
     import uvicorn
 
     settings = get_settings()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(settings.log_format)
     uvicorn.run(
         "api_adapter.app:create_app",
         factory=True,
@@ -204,6 +202,7 @@ def api(host: str | None, port: int | None) -> None:
         port=settings.api_port if port is None else port,
         log_level="info",
         access_log=False,
+        log_config=None,  # uvicorn's lines go through setup_logging's handler too
     )
 
 

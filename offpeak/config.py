@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         description="`/readyz` answers 503 (`sealing`) when the seal writer's last successful "
         "pass is older than this many seconds.",
     )
+    log_format: Literal["json", "text"] = Field(
+        "text",
+        description="Log lines of the API, the flows and the CLI: `text` for people, `json` "
+        "(one object per line, each id in its own field) for a log pipeline.",
+    )
     api_host: str = Field("127.0.0.1", description="Interface the HTTP API listens on.")
     api_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         8000, description="Port the HTTP API listens on (0 picks a free one)."

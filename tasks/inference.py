@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from offpeak.carbon import open_provider
 from offpeak.catalog.pools import load_pools
+from offpeak.logs import log_context
 from offpeak.run.accounting import JobCarbon
 from offpeak.run.footprint import record_job_footprint
 from offpeak.run.runner import JobRunner, open_engine
@@ -53,7 +54,8 @@ def run_job(job_id: str) -> dict[str, Any]:
         account=account,
     )
     try:
-        report = runner.run(job_id, progress)
+        with log_context(job_id=job_id):
+            report = runner.run(job_id, progress)
     finally:
         runner.close()
     carbon = asdict(footprints[-1]) if footprints and footprints[-1] else None

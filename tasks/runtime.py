@@ -9,10 +9,14 @@ from __future__ import annotations
 from functools import cache
 
 from offpeak.config import get_settings
+from offpeak.logs import setup_logging
 from offpeak.services import Services, services
 
 
 @cache
 def runtime() -> Services:
-    """This process's services."""
-    return services(get_settings())
+    """This process's services; the core's loggers set up on the way (Prefect's own
+    loggers keep Prefect's handlers, which also feed the UI)."""
+    settings = get_settings()
+    setup_logging(settings.log_format, logger="offpeak")
+    return services(settings)

@@ -496,9 +496,29 @@ def summary(stack: Stack, db: Database, data_dir: Path, key_id: str) -> None:
                  f"{footprint.baseline_gco2e:.4f} g, saved {footprint.saved_pct}%)")  # fmt: skip
     spent = CREDITS - (key.credits_usd if key else CREDITS)
     note(f"credits: ${spent:.6f} spent of ${CREDITS}")
+    show_metrics(stack)
     note(f"Prefect UI, while the stack runs: {stack.prefect_ui} (flow runs, plan artifacts)")
     note("`make serve` keeps the stack running: API http://127.0.0.1:8000/v1, Prefect UI "
          "http://127.0.0.1:4200, data in ./.offpeak")  # fmt: skip
+
+
+# A few of `GET /metrics`'s lines: what an operator's Prometheus would scrape.
+DEMO_METRICS = (
+    "offpeak_requests{",
+    "offpeak_jobs{",
+    "offpeak_job_completion_tokens_total",
+    "offpeak_carbon_saved_grams_total",
+    'offpeak_http_requests_total{method="POST"',
+)
+
+
+def show_metrics(stack: Stack) -> None:
+    url = f"http://{HOST}:{stack.api_port}/metrics"
+    lines = requests.get(url, timeout=10).text.splitlines()
+    shown = [x for x in lines if x.startswith(DEMO_METRICS) and not x.endswith(" 0.0")]
+    note(f"metrics ({url}, documented in the README):")
+    for line in shown[:12]:
+        note(f"  {line}")
 
 
 def wait_flow_runs(stack: Stack, db: Database, key_id: str) -> None:
