@@ -14,6 +14,7 @@ from api_adapter.idempotency import IdempotentRoute, idempotent
 from api_adapter.streaming import JSONL, PAGE, jsonl, paged
 from offpeak.clock import now
 from offpeak.errors import Conflict
+from offpeak.events.guard import check_webhook
 from offpeak.publish.objects import batch_object, status_object
 from offpeak.publish.parquet import parquet_from_jsonl
 from offpeak.schemas import BatchCreate, BatchObject, Status, StatusObject
@@ -43,6 +44,8 @@ def _with_counts(services: ServicesDep, rows: list[Batch]) -> list[BatchObject]:
 def create_batch(create: BatchCreate, key: KeyDep, services: ServicesDep) -> BatchObject:
     """Group your requests into a batch: all of them or none (404/409 name the culprits)."""
     require_balance(key, services.settings.min_balance_usd)
+    webhook = str(create.webhook) if create.webhook else None
+    check_webhook(webhook, allow_private=services.settings.webhook_allow_private)
     batch = state.create_batch(services.db, key.id, create, now())
     return _with_counts(services, [batch])[0]
 

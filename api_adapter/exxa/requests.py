@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
@@ -19,6 +20,7 @@ from api_adapter.deps import (
 from api_adapter.idempotency import IdempotentRoute, idempotent
 from api_adapter.streaming import PAGE, jsonl, paged
 from offpeak.clock import now
+from offpeak.events.guard import check_webhook
 from offpeak.ingest.admit import admit, asked_tokens, estimate
 from offpeak.ingest.rows import request_row
 from offpeak.publish.objects import request_objects, status_object
@@ -53,6 +55,9 @@ async def create_request(create: RequestCreate, request: Request) -> Response:
         key=key,
         min_balance_usd=services.settings.min_balance_usd,
     )
+    if create.webhook:  # a name is resolved: off the event loop
+        webhook, allow = str(create.webhook), services.settings.webhook_allow_private
+        await to_thread.run_sync(lambda: check_webhook(webhook, allow_private=allow))
     row = request_row(key.id, create, now(), estimate(spec, body))
     await services.committer.insert(row)
     # Serialized here once: the hot path skips FastAPI's re-validation of the response.
