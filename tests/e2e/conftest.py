@@ -51,6 +51,7 @@ def stack(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "OFFPEAK_SCHEDULER_POLICY": "immediate",
         "OFFPEAK_SEAL_INTERVAL": "0.3",
         "OFFPEAK_CHUNK_SIZE": str(CHUNK_SIZE),
+        "OFFPEAK_WEBHOOK_ALLOW_PRIVATE": "true",  # the tests' receivers are on loopback
     }
     env.pop("OFFPEAK_DATABASE_URL", None)
     env.pop("OFFPEAK_STORAGE_URL", None)

@@ -1,0 +1,65 @@
+"""Webhooks end to end: requests and a batch submitted with a `webhook` URL, run by the
+real deployments, notify a receiver on loopback with signed events, retried through a
+500 and a 429."""
+
+from __future__ import annotations
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from offpeak.clock import now
+from offpeak.events import secrets
+from offpeak.state.keys import authenticate
+from tests.e2e.conftest import Stack
+from tests.e2e.test_pipeline import submit
+from tests.utils.services import wait_for
+from tests.utils.webhook_receiver import webhook_receiver
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+def test_lifecycle_events_reach_the_webhooks_signed(stack: Stack) -> None:
+    key = stack.new_key()
+    secret = secrets.create(stack.db, authenticate(stack.db, key).id, now())
+    with webhook_receiver() as receiver, stack.client(key) as api:
+        receiver.answer("/requests", 500)
+        receiver.answer("/batch", (429, {"Retry-After": "1"}))
+        ids = [submit(api, f"Say {i}", max_tokens=4, seed=i) for i in range(3)]
+        hooked = api.post(
+            "/v1/requests",
+            json={
+                "request_body": {
+                    "model": "llama-3.1-70b-instruct-fp16",
+                    "messages": [{"role": "user", "content": "Hello"}],
+                    "max_tokens": 4,
+                },
+                "webhook": receiver.url("/requests"),
+            },
+        )
+        assert hooked.status_code == 201, hooked.text
+        batch = api.post(
+            "/v1/batches", json={"requests_ids": ids, "webhook": receiver.url("/batch")}
+        ).json()
+
+        def delivered() -> bool:
+            ok = {r.path for r in receiver.received if r.path in ("/requests", "/batch")}
+            return len(receiver.received) >= 4 and ok == {"/requests", "/batch"}
+
+        wait_for(delivered, "webhook deliveries", timeout=600)
+        hook = Webhook(secret)
+        events = [(r.path, hook.verify(r.body, r.headers)) for r in receiver.received]
+        assert [e["type"] for p, e in events if p == "/requests"] == ["request.completed"] * 2
+        assert [e["type"] for p, e in events if p == "/batch"] == ["batch.completed"] * 2
+        by_path = {p: e["data"] for p, e in events}
+        assert by_path["/requests"]["id"] == hooked.json()["id"]
+        assert by_path["/batch"] == {**by_path["/batch"], "id": batch["id"], "status": "completed"}
+        ids_sent = {p: {r.headers["webhook-id"] for r in receiver.at(p)} for p in by_path}
+        assert all(len(v) == 1 for v in ids_sent.values())  # one event each, retried
+
+        listed = api.get("/v1/webhooks/deliveries").json()["data"]
+        assert sorted((d["status_code"], d["outcome"]) for d in listed) == [
+            (200, "delivered"),
+            (200, "delivered"),
+            (429, "retry"),
+            (500, "retry"),
+        ]
