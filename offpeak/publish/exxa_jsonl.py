@@ -261,12 +261,21 @@ def _joined(page: pl.DataFrame, bodies: _TextFiles, results: _TextFiles) -> pl.D
     return joined.with_columns(request_body=pl.coalesce("body", "segment_body"))
 
 
-def _pages(db: Database, store: ObjectStore, batch: Batch) -> Generator[pl.DataFrame, None, None]:
-    """The batch's requests in id order, as joined frames of PAGE rows."""
+def _pages(db: Database, batch: Batch) -> Generator[pl.DataFrame, None, None]:
+    """The batch's requests in id order, as frames of PAGE rows."""
+    for table in requests.batch_line_pages(db, batch.key_id, batch.id, PAGE):
+        yield page_frame(pl.DataFrame(table))
+
+
+def _joined_pages(
+    db: Database, store: ObjectStore, batch: Batch
+) -> Generator[pl.DataFrame, None, None]:
+    """The pages joined to their bodies and results, the next pages read meanwhile."""
     bodies = _TextFiles(store, "request_body", "segment")
     results = _TextFiles(store, "result_body", "result_key")
-    for table in requests.batch_line_pages(db, batch.key_id, batch.id, PAGE):
-        yield _joined(page_frame(pl.DataFrame(table)), bodies, results)
+    with closing(_ahead(lambda: _pages(db, batch))) as pages:
+        for page in pages:
+            yield _joined(page, bodies, results)
 
 
 def _ahead(
@@ -318,7 +327,10 @@ def publish_batch(db: Database, store: ObjectStore, batch: Batch) -> Published:
     """
     key = results_key(batch)
     lines = failed = 0
-    with store.writer(key) as out, closing(_ahead(lambda: _pages(db, store, batch))) as pages:
+    with (
+        store.writer(key) as out,
+        closing(_ahead(lambda: _joined_pages(db, store, batch))) as pages,
+    ):
         for page in pages:
             data, page_failed = page_bytes(page, batch.id)
             out.write(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,3 +188,44 @@ def test_a_batch_whose_store_is_out_of_reach_stays_open_for_the_next_run(
 
     monkeypatch.setattr(publish, "publish_batch", real)
     assert [p.batch_id for p in publish_ready(db, store)] == [first.id]
+
+
+def test_a_batch_whose_database_drops_out_of_the_bulk_read_stays_open(
+    db: Database, store: ObjectStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    batch = batch_of(db, "first")
+    seal_all(db, store, 1000)
+    # The bulk reader opens its own connection from the URL; the ORM's pool keeps its own.
+    gone = (
+        "postgresql+psycopg://postgres@127.0.0.1:1/gone"  # nothing listens on port 1
+        if db.dialect == "postgresql"
+        else f"sqlite:///{tmp_path / 'gone' / 'state.db'}"
+    )
+    monkeypatch.setattr(db, "url", gone)
+    assert publish_ready(db, store) == []
+    assert not store.exists(results_key(batch))
+    with db.session() as session:
+        assert session.get(Batch, batch.id).status == Status.IN_PROGRESS.value  # type: ignore[union-attr]
+
+    monkeypatch.undo()
+    assert [p.batch_id for p in publish_ready(db, store)] == [batch.id]
+
+
+def test_a_column_null_in_a_pages_first_rows_publishes_what_follows(
+    db: Database, store: ObjectStore
+) -> None:
+    # SQLite's Arrow reader infers a column's type from the first rows it reads (1024 by
+    # default): a webhook null up to there, set after, must still come out as text.
+    batch = batch_of(db, "late", count=1100)
+    with db.session(write=True) as session:
+        last = session.scalars(
+            select(Request.id).where(Request.batch_id == batch.id).order_by(Request.id.desc())
+        ).first()
+        session.execute(update(Request).where(Request.id == last).values(webhook="https://e.com/h"))
+    seal_all(db, store, 2000)
+
+    (published,) = publish_ready(db, store)
+    lines = lines_of(store, published.key)
+    assert len(lines) == 1100
+    assert [line["webhook"] for line in lines if line["webhook"]] == ["https://e.com/h"]
+    assert lines[-1]["id"] == last
