@@ -13,10 +13,11 @@ from api_adapter.deps import KeyDep, ServicesDep
 from api_adapter.idempotency import IdempotentRoute, idempotent
 from api_adapter.streaming import JSONL, PAGE, jsonl, paged
 from offpeak.clock import now
-from offpeak.errors import Conflict
+from offpeak.errors import Conflict, InvalidInput, ResultExpired
 from offpeak.events.guard import check_webhook
 from offpeak.publish.objects import batch_object, status_object
 from offpeak.publish.parquet import parquet_from_jsonl
+from offpeak.publish.partial import partial_lines, pending_count
 from offpeak.schemas import BatchCreate, BatchObject, Status, StatusObject
 from offpeak.state import batches as state
 from offpeak.state.keys import require_balance
@@ -30,6 +31,7 @@ router = APIRouter(
     route_class=IdempotentRoute,
 )
 PARQUET = "application/vnd.apache.parquet"
+PENDING_HEADER = "X-Offpeak-Pending"  # partial results: the batch's requests not in them yet
 
 
 def _with_counts(services: ServicesDep, rows: list[Batch]) -> list[BatchObject]:
@@ -84,14 +86,34 @@ def get_batch_results(
             "request (custom_id, status, content, finish_reason, model, usage, error)."
         ),
     ] = "jsonl",
+    partial: Annotated[
+        bool,
+        Query(
+            description="Before the batch's results are published (while it runs, or once "
+            "cancelled): the JSONL lines of its requests that have ended, with the count of "
+            "the others in the `X-Offpeak-Pending` header."
+        ),
+    ] = False,
 ) -> StreamingResponse:
     """The batch's results as JSONL (one full request object per line) or Parquet."""
     batch = state.get_batch(services.db, key.id, batch_id)
+    if partial and not batch.results_key:
+        if format != "jsonl":
+            raise InvalidInput(
+                "partial results come as JSONL only", code="partial_results_jsonl_only"
+            )
+        return StreamingResponse(
+            partial_lines(services.db, services.store, batch),
+            media_type=JSONL,
+            headers={PENDING_HEADER: str(pending_count(services.db, batch))},
+        )
     if batch.status not in (Status.COMPLETED, Status.FAILED) or not batch.results_key:
         raise Conflict(
             f"batch {batch_id} is {batch.status}; its results are available once it is completed",
             code="batch_not_completed",
         )
+    if batch.purged_at is not None:
+        raise ResultExpired(f"batch {batch_id}'s results have expired and been deleted")
     stream = services.store.open(batch.results_key)
     if format == "parquet":
         return StreamingResponse(
@@ -104,6 +126,7 @@ def get_batch_results(
         iter(lambda: stream.read(1 << 16), b""),
         media_type=JSONL,
         background=BackgroundTask(stream.close),
+        headers={PENDING_HEADER: "0"} if partial else None,
     )
 
 

@@ -109,9 +109,9 @@ def _summary(batch: BatchObject) -> str:
     )
 
 
-def _download(client: OffpeakClient, batch_id: str, output: Path) -> None:
+def _download(client: OffpeakClient, batch_id: str, output: Path, *, partial: bool = False) -> None:
     with _bytes_bar("download") as update:
-        client.download_results(batch_id, output, progress=update)
+        client.download_results(batch_id, output, progress=update, partial=partial)
     click.echo(f"results ({results_format(output)}) written to {output}", err=True)
 
 
@@ -220,11 +220,18 @@ def status(batch_id: str, as_json: bool, api_url: str | None, api_key: str | Non
     type=click.Path(dir_okay=False, path_type=Path),
     help="File to write: .parquet for Parquet, anything else for JSONL.",
 )
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="Before the batch completes: the lines of its requests already ended (JSONL).",
+)
 @_api_options
-def results(batch_id: str, output: Path, api_url: str | None, api_key: str | None) -> None:
-    """Download a completed batch's results."""
+def results(
+    batch_id: str, output: Path, partial: bool, api_url: str | None, api_key: str | None
+) -> None:
+    """Download a completed batch's results (or, with --partial, those ready so far)."""
     with _client(api_url, api_key) as client:
-        _download(client, batch_id, output)
+        _download(client, batch_id, output, partial=partial)
 
 
 @click.command()

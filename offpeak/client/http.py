@@ -207,9 +207,11 @@ class OffpeakClient:
             return BatchObject.model_validate(body)
         return StatusObject.model_validate(body)
 
-    def results(self, batch_id: str) -> Iterator[RequestObject]:
-        """A completed batch's results, one request object each."""
-        return self._lines(RequestObject, f"/v1/batches/{batch_id}/results")
+    def results(self, batch_id: str, *, partial: bool = False) -> Iterator[RequestObject]:
+        """A completed batch's results, one request object each; with ``partial``, before
+        then: those of its requests that have already ended."""
+        params = {"partial": "true"} if partial else {}
+        return self._lines(RequestObject, f"/v1/batches/{batch_id}/results", **params)
 
     def download_results(
         self,
@@ -218,11 +220,15 @@ class OffpeakClient:
         *,
         format: ResultsFormat | None = None,
         progress: Progress | None = None,
+        partial: bool = False,
     ) -> Path:
         """Write a completed batch's results to ``path``: Parquet or JSONL (by default as
-        the file name says), streamed."""
+        the file name says), streamed; with ``partial`` (JSONL only), before the batch
+        completes: the lines of its requests that have already ended."""
         path = Path(path)
         params = {"format": format or results_format(path)}
+        if partial:
+            params["partial"] = "true"
         tmp = path.with_name(f".{path.name}.part")
         try:
             with self._http.stream(
