@@ -226,7 +226,7 @@ class OffpeakClient:
         the file name says), streamed; with ``partial`` (JSONL only), before the batch
         completes: the lines of its requests that have already ended."""
         path = Path(path)
-        params = {"format": format or results_format(path)}
+        params: dict[str, str] = {"format": format or results_format(path)}
         if partial:
             params["partial"] = "true"
         tmp = path.with_name(f".{path.name}.part")
