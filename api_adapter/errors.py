@@ -24,6 +24,7 @@ STATUS: list[tuple[type[errors.OffpeakError], int]] = [
     (errors.Forbidden, 403),
     (errors.InsufficientCredits, 402),
     (errors.NotFound, 404),
+    (errors.ResultExpired, 410),
     (errors.Conflict, 409),
     (errors.StorageError, 503),
 ]

@@ -202,6 +202,15 @@ class Settings(BaseSettings):
         "new one, so receivers can switch without losing any.",
     )
 
+    # Retention (offpeak/retention.py, run daily by the `gc` deployment).
+    results_retention: Annotated[int, Field(ge=3600)] = Field(
+        30 * 86400,
+        description="Seconds that results (JSONL, Parquet), OpenAI input and output files, "
+        "request bodies in segments and chunk result files are kept after their batch (or "
+        "lone request) ended, unless the caller set `expires_after` on a file or "
+        "`output_expires_after` on a batch; then the `gc` deployment deletes them.",
+    )
+
     # The carbon signal (offpeak.carbon.open_provider builds the provider from these).
     carbon_provider: Literal["replay", "electricitymaps", "ukgrid", "watttime"] = Field(
         "replay",

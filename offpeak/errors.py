@@ -186,6 +186,13 @@ class Conflict(OffpeakError):
     code = "conflict"
 
 
+class ResultExpired(OffpeakError, LookupError):
+    """What was asked for existed but retention removed it (``result_expired``): a
+    batch's results, a file's content. The object's status and metadata stay."""
+
+    code = "result_expired"
+
+
 class StorageError(OffpeakError, OSError):
     """Object storage failed or refused an operation."""
 

@@ -19,7 +19,7 @@ from api_adapter.deps import KeyDep, Services, ServicesDep
 from api_adapter.limits import body_limit
 from offpeak.anthropic import batch_object, check_entries
 from offpeak.clock import now
-from offpeak.errors import Conflict, InvalidInput
+from offpeak.errors import Conflict, InvalidInput, ResultExpired
 from offpeak.ingest.anthropic import register_batch
 from offpeak.publish.anthropic import result_lines
 from offpeak.schemas import Status
@@ -175,5 +175,9 @@ async def message_batch_results(
             f"message batch {message_batch_id} is {shown.processing_status}; its results "
             "are available once it has ended",
             code="message_batch_not_ended",
+        )
+    if batch.purged_at is not None:
+        raise ResultExpired(
+            f"message batch {message_batch_id}'s results have expired and been deleted"
         )
     return StreamingResponse(result_lines(services.db, services.store, batch), media_type=JSONL)

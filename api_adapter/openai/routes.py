@@ -19,7 +19,7 @@ from api_adapter.deps import KeyDep, Services, ServicesDep
 from api_adapter.idempotency import IdempotentRoute, idempotent
 from api_adapter.limits import body_limit
 from offpeak.clock import now
-from offpeak.errors import Conflict, InvalidInput
+from offpeak.errors import Conflict, InvalidInput, ResultExpired
 from offpeak.ids import new_id
 from offpeak.ingest.openai_files import LineChecker, ingest_file
 from offpeak.publish.openai_files import file_key, finalize_ready
@@ -34,6 +34,7 @@ from offpeak.schemas import (
     Status,
     window_seconds,
 )
+from offpeak.schemas.openai import EXPIRES_AFTER_SECONDS
 from offpeak.state import batches
 from offpeak.state import openai as state
 from offpeak.state.keys import require_balance
@@ -65,6 +66,20 @@ async def upload_file(
     services: ServicesDep,
     file: Annotated[UploadFile, File(description="The JSONL file, one request per line.")],
     purpose: Annotated[str, Form(description="Must be `batch`.")],
+    expires_anchor: Annotated[
+        Literal["created_at"] | None,
+        Form(alias="expires_after[anchor]", description="`created_at`, with the seconds."),
+    ] = None,
+    expires_seconds: Annotated[
+        int | None,
+        Form(
+            alias="expires_after[seconds]",
+            ge=EXPIRES_AFTER_SECONDS[0],
+            le=EXPIRES_AFTER_SECONDS[1],
+            description="Seconds after its upload that the file is deleted: 3600 to 2592000 "
+            "(else OFFPEAK_RESULTS_RETENTION after its last batch ends).",
+        ),
+    ] = None,
 ) -> FileObject:
     """Upload a batch input file (streamed to object storage; lines are checked when a
     batch is created from it)."""
@@ -81,13 +96,20 @@ async def upload_file(
         )
     if size == 0:
         raise InvalidInput("the file is empty", code="empty_file")
+    if (expires_anchor is None) != (expires_seconds is None):
+        raise InvalidInput(
+            "expires_after needs both expires_after[anchor] and expires_after[seconds]",
+            code="invalid_expires_after",
+        )
+    created_at = now()
     row = OpenAIFile(
         id=new_id(),
         key_id=key.id,
         purpose="batch",
         filename=file.filename or "upload.jsonl",
         bytes=size,
-        created_at=now(),
+        created_at=created_at,
+        expires_at=created_at + expires_seconds if expires_seconds is not None else None,
     )
     row.storage_key = file_key(key.id, row.id)
     await file.seek(0)
@@ -135,7 +157,7 @@ def delete_file(file_id: str, key: KeyDep, services: ServicesDep) -> FileDeleted
 @router.get("/files/{file_id}/content", response_class=StreamingResponse)
 def get_file_content(file_id: str, key: KeyDep, services: ServicesDep) -> StreamingResponse:
     """A file's bytes: an input file as uploaded, or a batch's output or error JSONL."""
-    row = state.get_file(services.db, key.id, file_id)
+    row = _unexpired(state.get_file(services.db, key.id, file_id))
     stream = services.store.open(row.storage_key)
     return StreamingResponse(
         iter(lambda: stream.read(1 << 16), b""),
@@ -143,6 +165,12 @@ def get_file_content(file_id: str, key: KeyDep, services: ServicesDep) -> Stream
         headers={"Content-Length": str(row.bytes)},
         background=BackgroundTask(stream.close),
     )
+
+
+def _unexpired(row: OpenAIFile) -> OpenAIFile:
+    if row.purged_at is not None:
+        raise ResultExpired(f"file {row.id} has expired and its content has been deleted")
+    return row
 
 
 # --- batches ---------------------------------------------------------------------------
@@ -162,7 +190,7 @@ def create_batch(
     """Create a batch from an uploaded file. Every line is checked first: a 400 lists
     each problem with its line number, and then nothing is created."""
     require_balance(key, services.settings.min_balance_usd)
-    source = state.get_file(services.db, key.id, create.input_file_id)
+    source = _unexpired(state.get_file(services.db, key.id, create.input_file_id))
     if source.purpose != "batch":
         raise InvalidInput(
             f"file {source.id} has purpose {source.purpose!r}; a batch reads a file "
@@ -203,6 +231,9 @@ def create_batch(
             created_at=created_at,
             expires_at=expires_at,
             requests=ingested.requests,
+            retention_seconds=create.output_expires_after.seconds
+            if create.output_expires_after
+            else None,
         ),
     )
     return _objects(services, [batch])[0]

@@ -58,6 +58,8 @@ def request_objects(store: ObjectStore, rows: Sequence[Request]) -> list[Request
     segments: dict[str, list[str]] = defaultdict(list)
     chunks: dict[str, list[str]] = defaultdict(list)
     for row in rows:
+        if row.purged_at is not None:
+            continue  # retention removed its body and result: they show as null
         if row.body is None and row.segment:
             segments[row.segment].append(row.id)
         if row.result_key:

@@ -25,6 +25,7 @@ def file_object(row: OpenAIFile) -> FileObject:
         created_at=row.created_at,
         filename=row.filename,
         purpose=row.purpose,
+        expires_at=row.expires_at,
     )
 
 

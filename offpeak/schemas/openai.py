@@ -31,6 +31,24 @@ class BatchInputLine(Strict):
     body: dict[str, Any] = Field(description="The request body for that endpoint.")
 
 
+EXPIRES_AFTER_SECONDS = (3600, 30 * 86400)
+"""The lifetimes OpenAI accepts for `expires_after`/`output_expires_after`: 1 h to 30 days."""
+
+
+class ExpiresAfter(Strict):
+    """How long a file lives: OpenAI's `expires_after` (`output_expires_after` on a batch)."""
+
+    anchor: Literal["created_at"] = Field(
+        description="From when: `created_at`, the file's creation (a batch's output files "
+        "are created when it ends)."
+    )
+    seconds: int = Field(
+        ge=EXPIRES_AFTER_SECONDS[0],
+        le=EXPIRES_AFTER_SECONDS[1],
+        description="Seconds after the anchor: 3600 (1 hour) to 2592000 (30 days).",
+    )
+
+
 class OpenAIBatchCreate(Strict):
     """Body of `POST /openai/v1/batches`."""
 
@@ -38,6 +56,11 @@ class OpenAIBatchCreate(Strict):
     endpoint: str = Field(description="`/v1/chat/completions` or `/v1/embeddings`.")
     completion_window: str = Field(description="Deadline after creation: `24h` (or 1m-72h).")
     metadata: OpenAIMetadata | None = None
+    output_expires_after: ExpiresAfter | None = Field(
+        None,
+        description="How long the output and error files, the results and the request bodies "
+        "live after the batch ends (else OFFPEAK_RESULTS_RETENTION).",
+    )
 
     @field_validator("endpoint")
     @classmethod

@@ -57,6 +57,10 @@ class Batch(Base):
     in_progress_at: Mapped[int | None] = mapped_column(Integer)
     ended_at: Mapped[int | None] = mapped_column(Integer)
     results_key: Mapped[str | None] = mapped_column(Text)
+    # Retention (offpeak/retention.py): the caller's own, in seconds from the batch's end
+    # (OpenAI's `output_expires_after`), and when the collector removed its results.
+    retention_seconds: Mapped[int | None] = mapped_column(Integer)
+    purged_at: Mapped[int | None] = mapped_column(Integer)
     # Loaded with the batch (one LEFT JOIN): a batch is read whole, then used detached.
     openai: Mapped[OpenAIView | None] = relationship(lazy="joined")
 
@@ -100,6 +104,8 @@ class Request(Base):
     ran_at: Mapped[int | None] = mapped_column(Integer)
     # The `carbon` object of the API (schemas.CarbonObject) as JSON text, made once.
     carbon: Mapped[str | None] = mapped_column(Text)
+    # When retention removed its body and result (its status and metadata stay).
+    purged_at: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_requests_key_id", "key_id", "id"),
@@ -160,6 +166,10 @@ class OpenAIFile(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     storage_key: Mapped[str] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(Integer)
+    # The caller's `expires_after` as a time; null: the retention setting decides.
+    expires_at: Mapped[int | None] = mapped_column(Integer)
+    # When retention removed its bytes (the row stays: its content is a 410).
+    purged_at: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_openai_files_key_id", "key_id", "id"),)
 

@@ -93,6 +93,8 @@ class NewBatch:
     expires_at: int
     # (request id, custom_id, segment, estimated tokens) per line, in input order.
     requests: Sequence[tuple[str, str, str, int]]
+    # The caller's `output_expires_after` seconds (None: the retention setting).
+    retention_seconds: int | None = None
 
 
 def _request_table(new: NewBatch, page: Sequence[tuple[str, str, str, int]]) -> pa.Table:
@@ -123,6 +125,7 @@ def create_batch(db: Database, new: NewBatch) -> Batch:
         webhook=None,
         created_at=new.created_at,
         expires_at=new.expires_at,
+        retention_seconds=new.retention_seconds,
         openai=OpenAIView(
             id=new.id,
             key_id=new.key_id,
