@@ -19,6 +19,7 @@ from offpeak.publish.objects import batch_object, status_object
 from offpeak.publish.parquet import parquet_from_jsonl
 from offpeak.publish.partial import partial_lines, pending_count
 from offpeak.schemas import BatchCreate, BatchObject, Status, StatusObject
+from offpeak.schemas.exxa import BatchUsage
 from offpeak.state import batches as state
 from offpeak.state.keys import require_balance
 from offpeak.state.models import Batch
@@ -36,9 +37,20 @@ PENDING_HEADER = "X-Offpeak-Pending"  # partial results: the batch's requests no
 
 def _with_counts(services: ServicesDep, rows: list[Batch]) -> list[BatchObject]:
     ids = [b.id for b in rows]
-    counts = state.request_counts(services.db, ids)
+    tallies = state.tallies(services.db, ids)
     carbon = state.batch_carbon(services.db, ids)
-    return [batch_object(b, counts[b.id], carbon.get(b.id)) for b in rows]
+    return [
+        batch_object(
+            b,
+            tallies[b.id].counts,
+            carbon.get(b.id),
+            BatchUsage(
+                prompt_tokens=tallies[b.id].prompt_tokens,
+                completion_tokens=tallies[b.id].completion_tokens,
+            ),
+        )
+        for b in rows
+    ]
 
 
 @router.post("", status_code=201, response_model=BatchObject)

@@ -17,6 +17,7 @@ from offpeak.schemas import (
     Status,
     StatusObject,
 )
+from offpeak.schemas.exxa import BatchUsage
 from offpeak.state.models import Batch, Request
 from offpeak.storage import ObjectStore
 
@@ -76,12 +77,16 @@ def request_objects(store: ObjectStore, rows: Sequence[Request]) -> list[Request
 
 
 def batch_object(
-    batch: Batch, counts: RequestCounts, carbon: CarbonObject | None = None
+    batch: Batch,
+    counts: RequestCounts,
+    carbon: CarbonObject | None = None,
+    usage: BatchUsage | None = None,
 ) -> BatchObject:
     return BatchObject(
         **status_object(batch).model_dump(),
         metadata=batch.meta,
         webhook=batch.webhook,
         request_counts=counts,
+        usage=usage or BatchUsage(),
         carbon=carbon,
     )

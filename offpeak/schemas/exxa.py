@@ -106,12 +106,20 @@ class RequestCounts(BaseModel):
     cancelled: int = 0
 
 
+class BatchUsage(BaseModel):
+    """Tokens of the batch's requests that have run so far (an offpeak extension)."""
+
+    prompt_tokens: int = Field(0, description="Prompt tokens of its requests that ran.")
+    completion_tokens: int = Field(0, description="Tokens those requests generated.")
+
+
 class BatchObject(StatusObject):
     """A batch of requests."""
 
     metadata: dict[str, Any] = Field(default_factory=dict)
     webhook: str | None = None
     request_counts: RequestCounts = Field(default_factory=RequestCounts)
+    usage: BatchUsage = Field(default_factory=BatchUsage)
     carbon: CarbonObject | None = None
 
 
