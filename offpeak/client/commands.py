@@ -71,12 +71,18 @@ def _ended(batch: BatchObject) -> int:
     return counts.completed + counts.failed + counts.cancelled
 
 
+def _tokens(batch: BatchObject) -> str:
+    usage = batch.usage
+    return f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens"
+
+
 def _watch(client: OffpeakClient, batch: BatchObject, poll: float) -> BatchObject:
     with Progress(
         TextColumn("processing"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"),
+        TextColumn("{task.fields[tokens]}"),
         TimeElapsedColumn(),
         console=console,
         transient=True,
@@ -86,6 +92,7 @@ def _watch(client: OffpeakClient, batch: BatchObject, poll: float) -> BatchObjec
             total=batch.request_counts.total or None,
             completed=_ended(batch),
             status=batch.status,
+            tokens=_tokens(batch),
         )
 
         def update(current: BatchObject) -> None:
@@ -94,6 +101,7 @@ def _watch(client: OffpeakClient, batch: BatchObject, poll: float) -> BatchObjec
                 total=current.request_counts.total or None,
                 completed=_ended(current),
                 status=current.status,
+                tokens=_tokens(current),
             )
 
         return client.wait(batch.id, poll_seconds=poll, on_update=update)
@@ -203,11 +211,26 @@ def submit(
 @click.command()
 @click.argument("batch_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the batch object as JSON.")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Follow the batch to its end with a progress bar (requests ended, tokens so far).",
+)
+@click.option("--poll", type=float, default=5.0, show_default=True, help="Seconds between polls.")
 @_api_options
-def status(batch_id: str, as_json: bool, api_url: str | None, api_key: str | None) -> None:
-    """Show a batch's status and request counts."""
+def status(
+    batch_id: str,
+    as_json: bool,
+    watch: bool,
+    poll: float,
+    api_url: str | None,
+    api_key: str | None,
+) -> None:
+    """Show a batch's status and request counts; with --watch, follow it to its end."""
     with _client(api_url, api_key) as client:
         batch = client.get_batch(batch_id)
+        if watch:
+            batch = _watch(client, batch, poll)
     click.echo(batch.model_dump_json() if as_json else _summary(batch))
 
 
