@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 4096  # a receiver's answer is read this far, then dropped
 MAX_TARGETS = 8  # targets served at once
+# A target's share of one pass: a slow receiver takes its turn, then waits for the next
+# pass instead of stretching the scheduler's tick.
+PASS_SECONDS = 20.0
 USER_AGENT = "offpeak-webhooks/1"
 
 
@@ -250,6 +253,7 @@ def attempt(db: Database, guard: Guard, policy: Policy, event: WebhookEvent) -> 
 
 def _serve(db: Database, guard: Guard, policy: Policy, target: str, budget: int) -> Report:
     report = Report()
+    stop = time.monotonic() + PASS_SECONDS
     for _ in range(budget):
         event = _head(db, target)
         if event is None or (event.next_attempt_at or 0) > now():
@@ -260,6 +264,8 @@ def _serve(db: Database, guard: Guard, policy: Policy, target: str, budget: int)
         )
         if result == "retry":
             break  # its later events wait, to keep them in order
+        if time.monotonic() > stop:
+            break  # its turn is over; the next pass goes on
     return report
 
 

@@ -244,3 +244,24 @@ def test_the_payload_is_what_was_stored(
     assert body["data"]["id"] == rid and body["data"]["status"] == "cancelled"
     assert received.headers["content-type"] == "application/json"
     assert json.loads(received.body)["type"] == "request.cancelled"
+
+
+def test_a_pass_gives_each_target_a_bounded_turn(
+    db: Database,
+    key: ApiKey,
+    clock: Clock,
+    receiver: Receiver,
+    net: Net,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secrets.create(db, key.id, clock())
+    hook = receiver.url("/slow")
+    cancelled_requests(db, key, [hook] * 3, clock())
+    monkeypatch.setattr(delivery, "PASS_SECONDS", 0.0)  # spent after the first attempt
+    guard = net.guard(allow_private=True)
+    assert deliver_pending(db, guard, POLICY).delivered == 1
+    assert deliver_pending(db, guard, POLICY, budget=1).delivered == 1
+    monkeypatch.setattr(delivery, "PASS_SECONDS", 20.0)
+    assert deliver_pending(db, guard, POLICY).delivered == 1
+    ids = [r.headers["webhook-id"] for r in receiver.received]
+    assert ids == [e.id for e in events(db)]
