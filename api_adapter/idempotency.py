@@ -32,6 +32,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive
 
 from api_adapter.deps import Services, authenticate, secret_of
+from api_adapter.limits import hand_over
 from offpeak.clock import now
 from offpeak.state import idempotency as state
 
@@ -156,8 +157,10 @@ async def _answer(request: Request, handler: Handler, route: str, key: str) -> R
             media_type="application/json",
             headers={"Idempotent-Replayed": "true"},
         )
+    hashed = Request(request.scope, hasher.wrap(request.receive))
+    hand_over(hashed)  # only the parse is skipped: the body still streams through the hash
     try:
-        response = await handler(Request(request.scope, hasher.wrap(request.receive)))
+        response = await handler(hashed)
     except BaseException:
         # Shielded: a client that hangs up cancels this task, not the release.
         await asyncio.shield(run_in_threadpool(state.release, *owner, at))
@@ -204,6 +207,7 @@ class IdempotentRoute(APIRoute):
         async def idempotent_handler(request: Request) -> Response:
             key = _key_of(request)
             if key is None:
+                hand_over(request)
                 return await handler(request)
             return await _answer(request, handler, route, key)
 

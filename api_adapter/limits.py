@@ -31,6 +31,10 @@ from offpeak.ids import ID_PATTERN
 from offpeak.schemas import strict_json
 
 _WITH_BODY = {"POST", "PUT", "PATCH"}
+# The scope entry holding the JSON body this middleware parsed and checked: the route
+# takes it from there (see hand_over) instead of parsing the same bytes again.
+PARSED_BODY = "offpeak.parsed_body"
+LIMIT_CACHE_ENTRIES = 4096  # paths whose declared limit is remembered
 # Room for a multipart body's boundaries and form fields around an uploaded file.
 MULTIPART_OVERHEAD = 64 * 1024
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,6 +100,8 @@ class BodyLimits:
         self.settings = settings
         # Read from the application's routes at the first request with a body.
         self._declared: list[tuple[re.Pattern[str], BodyLimit]] | None = None
+        # Path -> limit: the hot paths repeat, and the scan tries every declared route.
+        self._by_path: dict[str, BodyLimit | None] = {}
 
     def _limit_of(self, scope: Scope) -> BodyLimit | None:
         """The body the route at this path declares (any method: a wrong method hears
@@ -103,7 +109,13 @@ class BodyLimits:
         if self._declared is None:
             self._declared = declared_limits(scope["app"].router.routes)
         path = scope["path"].rstrip("/")
-        return next((limit for regex, limit in self._declared if regex.match(path)), None)
+        if path in self._by_path:
+            return self._by_path[path]
+        if len(self._by_path) >= LIMIT_CACHE_ENTRIES:
+            self._by_path.clear()
+        found = next((limit for regex, limit in self._declared if regex.match(path)), None)
+        self._by_path[path] = found
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (name := nul_in_query(scope["query_string"])):
@@ -183,7 +195,7 @@ class BodyLimits:
                 break
         body = b"".join(chunks)
         try:
-            strict_json.loads(body)
+            scope[PARSED_BODY] = strict_json.loads(body)
         except UnsafeJson as exc:
             # Text that is not JSON at all keeps FastAPI's own answer (422 json_invalid).
             if exc.code != "json_invalid":
@@ -223,6 +235,15 @@ async def path_ids(request: Request) -> None:
                 f"{kind} {shown} not found: ids are 24 lower-case hex characters",
                 code=f"{kind}_not_found",
             )
+
+
+def hand_over(request: Request) -> None:
+    """Give ``request`` the JSON value this middleware parsed from its body, so that
+    FastAPI's ``await request.json()`` returns it rather than parsing the bytes again
+    (Starlette keeps a parsed body in ``_json``). The strict parse yields exactly what
+    ``json.loads`` would for any body it lets through."""
+    if PARSED_BODY in request.scope:
+        request._json = request.scope[PARSED_BODY]
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_adapter.deps import Services
-from api_adapter.request_ids import answering_with, request_scope
+from api_adapter.request_ids import request_scope, with_request_id
 from offpeak.heartbeats import SCHEDULER, last_beat
 from offpeak.schemas.status import JobStatus, Status
 from offpeak.state.metrics import StateMetrics, read_state_metrics
@@ -80,37 +80,74 @@ def route_of(app: ASGIApp, scope: Scope) -> tuple[str, dict[str, Any]]:
     return UNMATCHED, {}
 
 
+ROUTE_CACHE_ENTRIES = 4096  # (method, path) pairs remembered; ids in paths make them many
+
+
 class Instrument:
     """ASGI middleware: counts each HTTP request under its route template (not its raw
     path, whose ids would make the label set unbounded), and binds the log ids."""
 
     def __init__(self, app: ASGIApp, *, metrics: HttpMetrics, router: ASGIApp) -> None:
         self.app, self.metrics, self.router = app, metrics, router
+        # Matching scans every route; the hot paths repeat, so each pair is matched once.
+        self._routes: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
+        # Label children by (method, route) and (method, route, status): `labels()` locks
+        # and validates on every call.
+        self._children: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self._counts: dict[tuple[str, str, int], Any] = {}
+
+    def _route(self, scope: Scope) -> tuple[str, dict[str, Any]]:
+        key = (scope["method"], scope.get("root_path", ""), scope["path"])
+        found = self._routes.get(key)
+        if found is None:
+            if len(self._routes) >= ROUTE_CACHE_ENTRIES:
+                self._routes.clear()
+            found = self._routes[key] = route_of(self.router, scope)
+        return found
+
+    def _series(self, method: str, route: str) -> tuple[Any, Any]:
+        series = self._children.get((method, route))
+        if series is None:
+            series = self._children[(method, route)] = (
+                self.metrics.in_flight.labels(method, route),
+                self.metrics.duration.labels(method, route),
+            )
+        return series
+
+    def _count(self, method: str, route: str, status: int) -> Any:
+        counter = self._counts.get((method, route, status))
+        if counter is None:
+            counter = self._counts[(method, route, status)] = self.metrics.requests.labels(
+                method, route, str(status)
+            )
+        return counter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        route, params = route_of(self.router, scope)
+        route, params = self._route(scope)
         status = 500  # unless a response starts: an exception escaped every handler
         started = time.perf_counter()
+        rid = ""
 
-        async def send_status(message: Message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = with_request_id(message, rid)
             await send(message)
 
-        in_flight = self.metrics.in_flight.labels(method, route)
+        in_flight, duration = self._series(method, route)
         in_flight.inc()
         try:
             with request_scope(scope, params) as rid:
-                await self.app(scope, receive, answering_with(rid, send_status))
+                await self.app(scope, receive, send_with_id)
         finally:
             in_flight.dec()
-            self.metrics.duration.labels(method, route).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(method, route, str(status)).inc()
+            duration.observe(time.perf_counter() - started)
+            self._count(method, route, status).inc()
 
 
 def _gauge(name: str, doc: str, labels: list[str], values: Mapping[Any, float]) -> Any:

@@ -35,6 +35,10 @@ class _Constant(str):
     """``NaN``, ``Infinity`` or ``-Infinity`` as parsed, so the walk can name its path."""
 
 
+# One decoder for every call: `json.loads` with a hook builds a new one each time.
+_DECODER = json.JSONDecoder(parse_constant=_Constant)
+
+
 def loads(data: bytes | str) -> Any:
     """The JSON document in ``data``, or :class:`UnsafeJson` naming the first bad value."""
     if isinstance(data, bytes):
@@ -45,10 +49,19 @@ def loads(data: bytes | str) -> Any:
             raise UnsafeJson(
                 f"the body is not UTF-8 text (byte {exc.start})", code="invalid_utf8"
             ) from None
+        # ASCII text without a `\u` escape holds no NUL and no surrogate in any string
+        # (a raw control character is not JSON): the walk may skip the text checks.
+        texts = not data.isascii() or b"\\u" in data
     else:
         text = data
+        texts = True
+    if text.startswith("\ufeff"):  # json.loads's own message for a byte-order mark
+        raise UnsafeJson(
+            "the body is not JSON: Unexpected UTF-8 BOM (decode using utf-8-sig): "
+            "line 1 column 1 (char 0)"
+        )
     try:
-        value = json.loads(text, parse_constant=_Constant)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise UnsafeJson(f"the body is not JSON: {exc}") from None
     except RecursionError:
@@ -57,12 +70,13 @@ def loads(data: bytes | str) -> Any:
         ) from None
     except ValueError as exc:  # an integer of more than 4,300 digits
         raise UnsafeJson(f"a number is out of range: {exc}", code="number_out_of_range") from None
-    check(value)
+    check(value, texts=texts)
     return value
 
 
-def check(value: Any, loc: Loc = ()) -> None:
-    """Raise :class:`UnsafeJson` for the first value in ``value`` that no store can keep."""
+def check(value: Any, loc: Loc = (), *, texts: bool = True) -> None:
+    """Raise :class:`UnsafeJson` for the first value in ``value`` that no store can keep;
+    ``texts=False`` when no string can hold a NUL or a surrogate (see :func:`loads`)."""
     if type(value) is not dict and type(value) is not list:
         _check_scalar(value, loc)
         return
@@ -82,11 +96,11 @@ def check(value: Any, loc: Loc = ()) -> None:
         # The hot loop of every request: paths are built only for containers and errors.
         items = node.items() if type(node) is dict else enumerate(node)
         for key, item in items:
-            if type(key) is str and not _clean(key):
+            if texts and type(key) is str and not _clean(key):
                 _check_text(key, (*path, key), "key")
             kind = type(item)
             if kind is str:
-                if not _clean(item):
+                if texts and not _clean(item):
                     _check_text(item, (*path, key), "text")
             elif kind is dict or kind is list:
                 stack.append((item, (*path, key)))

@@ -40,6 +40,10 @@ def _nested(depth: int) -> Any:
         (b'{"x": "\xff"}', "invalid_utf8", ()),
         (b"[" * 5000 + b"]" * 5000, "json_too_deep", ()),
         (b'{"request_body": ', "json_invalid", ()),
+        (b'{"c": "a\x00"}', "json_invalid", ()),  # a raw NUL: not JSON, whatever the walk skips
+        (b'{"c": "\xc3\xa9\\uD800"}', "lone_surrogate", ("c",)),  # upper-case hex, non-ASCII body
+        (b'{"c": "\\\\\\u0000"}', "nul_character", ("c",)),  # an escaped backslash, then \u0000
+        ("\ufeff{}".encode(), "json_invalid", ()),
     ],
 )
 def test_refused_with_its_path_and_code(text: bytes, code: str, loc: tuple[Any, ...]) -> None:
