@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     min_balance_usd: Annotated[float, Field(ge=0)] = Field(
         0.20, description="Minimum credit balance an API key needs to submit work (else 402)."
     )
+    auth_cache_seconds: Annotated[float, Field(ge=0, le=10)] = Field(
+        2.0,
+        description="Seconds an API process reuses a key it authenticated, sparing a database "
+        "read per call (0 disables; at most 10). A key revoked through the same process "
+        "is refused at once; an API process elsewhere (another replica, or `offpeak keys "
+        "revoke` run beside it) refuses it within this many seconds, as do balance changes.",
+    )
     openai_max_file_bytes: Annotated[int, Field(gt=0)] = Field(
         200 * 1024 * 1024,
         description="Largest file `POST /openai/v1/files` accepts, in bytes (else 413); "
@@ -149,13 +156,6 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(
         default_factory=lambda data: data["data_dir"] / "cache",
         description="Engine caches (vLLM's inspected and compiled artefacts): <data_dir>/cache.",
-    )
-    auth_cache_seconds: Annotated[float, Field(ge=0, le=10)] = Field(
-        2.0,
-        description="Seconds an API process reuses a key it authenticated, sparing a database "
-        "read per call (0 disables; at most 10). A key revoked through the same process "
-        "is refused at once; an API process elsewhere (another replica, or `offpeak keys "
-        "revoke` run beside it) refuses it within this many seconds, as do balance changes.",
     )
     scheduler_interval: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds between scheduler runs under `offpeak serve`."
