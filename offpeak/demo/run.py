@@ -19,14 +19,10 @@ import os
 import random
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import suppress
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -47,8 +43,9 @@ from offpeak.demo.display import (
     header,
     jobs_text,
     note,
-    show,
 )
+from offpeak.demo.stack import HOST, Stack, cli, serve, tail
+from offpeak.demo.workload import WINDOW, DemoBatch, send_batch, send_singles
 from offpeak.engine.tiny import is_built
 from offpeak.errors import OffpeakError
 from offpeak.ingest.estimate import estimate_tokens
@@ -63,14 +60,11 @@ from offpeak.state.db import Database
 from offpeak.state.models import ApiKey, Batch, Job, Request
 
 DATA_DIR, KEEP_DIR = Path(".offpeak-demo"), Path(".offpeak")  # wiped / kept between runs
-HOST = "127.0.0.1"
+
 CREDITS = Decimal(10)
-STARTUP_TIMEOUT, RUN_TIMEOUT, STOP_TIMEOUT = 240.0, 480.0, 60.0
+RUN_TIMEOUT = 480.0
 # Variables that would point the demo away from its own data folder and Prefect server.
 FOREIGN_SETTINGS = ("OFFPEAK_DATABASE_URL", "OFFPEAK_STORAGE_URL", "PREFECT_API_URL")
-# The demo runs the carbon-aware scheduler (the default policy) with a short completion
-# window, so that its requests run at once; it shows the plan a 24 h window would get.
-WINDOW = "1h"
 PLAN_SCALE = 1000
 DEMO_SETTINGS = {
     "OFFPEAK_SCHEDULER_POLICY": "carbon",
@@ -82,239 +76,6 @@ DEMO_SETTINGS = {
 }
 STATUSES = ("registered", "in_progress", "completed", "failed")
 FINAL_RUN = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-MODELS = [
-    "llama-3.1-8b-instruct-fp16", "llama-3.1-70b-instruct-fp16",
-    "llama-3.3-70b-instruct-fp16", "llama-3.1-nemotron-70b-instruct-fp16",
-]  # fmt: skip
-# Single requests: (model, prompt). The first is the getting-started payload as written.
-SINGLES = [
-    ("llama-3.1-70b-instruct-fp16", "Your query here"),
-    ("llama-3.1-8b-instruct-fp16", "Write a haiku about wind turbines at night."),
-    ("llama-3.3-70b-instruct-fp16", "Explain grid carbon intensity in two sentences."),
-]
-TEMPLATES = [
-    "Write a haiku about {}.", "Explain {} to a ten-year-old.", "List three facts about {}.",
-    "Summarise the history of {} in two sentences.", "Write a product description for {}.",
-    "What are the pros and cons of {}?",
-]  # fmt: skip
-TOPICS = [
-    "wind turbines", "solar panels at dusk", "heat pumps", "night trains", "data centres",
-    "tidal power", "electric buses", "home batteries", "the power grid", "geothermal wells",
-    "smart meters", "hydro dams", "bicycle couriers", "off-peak laundry", "cold storage",
-]  # fmt: skip
-# 1,500 words, far beyond the tiny model's 512-token context. The API accepts it (the
-# name it is sent to has a 128k context); the engine fails this one request alone.
-TOO_LONG = "Summarise this meeting transcript: " + " ".join(
-    f"{TOPICS[i % len(TOPICS)].split()[-1]} number {i}" for i in range(500)
-)
-
-
-# --- processes ----------------------------------------------------------------------------
-
-
-def offpeak_command() -> str:
-    """The venv's `offpeak` script, next to the running interpreter."""
-    script = Path(sys.executable).with_name("offpeak")
-    if not script.is_file():
-        raise DemoError(f"{script} not found: install the project first (make install)")
-    return str(script)
-
-
-def cli(env: dict[str, str], *args: str) -> str:
-    """Run `offpeak ARGS` and return what it printed; fail with its error output."""
-    note("$ offpeak " + " ".join(args))
-    done = subprocess.run(
-        [offpeak_command(), *args], env=env, capture_output=True, text=True, timeout=300
-    )
-    if done.returncode != 0:
-        raise DemoError(f"`offpeak {' '.join(args)}` failed ({done.returncode}): {done.stderr}")
-    return done.stdout.strip()
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((HOST, 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "   (no log)"
-    return "\n".join(f"   | {line}" for line in text[-lines:])
-
-
-@dataclass
-class Stack:
-    process: subprocess.Popen[bytes]
-    api_port: int
-    prefect_port: int
-    log: Path
-    stopped: bool = False
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.api_port}/v1"
-
-    @property
-    def prefect_ui(self) -> str:
-        return f"http://{HOST}:{self.prefect_port}"
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise DemoError(f"offpeak serve exited ({self.process.returncode}):\n{tail(self.log)}")
-
-    def wait_healthy(self) -> None:
-        started = time.monotonic()
-        while time.monotonic() - started < STARTUP_TIMEOUT:
-            self.check_alive()
-            with suppress(requests.ConnectionError):
-                if requests.get(f"http://{HOST}:{self.api_port}/healthz", timeout=2).ok:
-                    note(f"GET /healthz -> 200 after {time.monotonic() - started:.0f}s")
-                    return
-            time.sleep(0.5)
-        raise DemoError(f"the stack was not up after {STARTUP_TIMEOUT:.0f}s:\n{tail(self.log)}")
-
-    def stop(self) -> int:
-        """SIGINT, as Ctrl-C; then kill its process group (its own: start_new_session) if
-        it hangs, or if it left a process behind. Its exit code."""
-        if self.stopped:
-            return self.process.wait()
-        self.stopped = True
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                note(f"offpeak serve did not stop within {STOP_TIMEOUT:.0f}s: killing it")
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, 0)  # raises when the group is empty
-            note("killing the processes it left running (flow runs of its stopped worker)")
-            os.killpg(self.process.pid, signal.SIGKILL)
-        return self.process.wait()
-
-
-@contextmanager
-def serve(env: dict[str, str], log: Path) -> Iterator[Stack]:
-    """`offpeak serve` in a process group of its own, always stopped afterwards."""
-    api_port, prefect_port = free_ports(2)
-    command = ["serve", "--port", str(api_port), "--prefect-port", str(prefect_port)]
-    note(f"$ offpeak {' '.join(command)}   (log: {log})")
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [offpeak_command(), *command],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # our Ctrl-C reaches it through stop() only
-        )
-    stack = Stack(process, api_port, prefect_port, log)
-    try:
-        yield stack
-    finally:
-        stack.stop()
-
-
-# --- sending: the getting-started snippets ------------------------------------------------
-
-
-def send_singles(base_url: str) -> list[str]:
-    header("3. Single requests (getting started, step 2)")
-    request_ids: list[str] = []
-    for model, content in SINGLES:
-        api_key = os.environ["EXXA_API_KEY"]
-        url = f"{base_url}/requests"
-        headers = {"X-API-Key": api_key, "Content-Type": "application/json"}
-        payload = {
-            "request_body": {
-                "model": model,
-                "messages": [{"role": "user", "content": content}],
-            },
-            "completion_window": WINDOW,
-        }
-
-        response = requests.post(url, headers=headers, json=payload)
-        request_ids.append(show(response, 201)["id"])
-    return request_ids
-
-
-@dataclass
-class DemoBatch:
-    name: str
-    custom_ids: dict[str, str] = field(default_factory=dict)  # request id -> custom_id
-    bad_id: str | None = None
-    id: str = ""
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-
-
-def batch_payloads(name: str, count: int, rng: random.Random) -> list[dict[str, Any]]:
-    """``count`` varied requests, each with a ``metadata.custom_id``."""
-    payloads = []
-    for i in range(count):
-        body: dict[str, Any] = {
-            "model": rng.choice(MODELS),
-            "messages": [
-                {"role": "user", "content": rng.choice(TEMPLATES).format(rng.choice(TOPICS))}
-            ],
-            "max_tokens": rng.randint(16, 64),
-        }
-        if i % 3 == 0:
-            body["seed"] = i
-        payloads.append(
-            {
-                "request_body": body,
-                "metadata": {"custom_id": f"{name}-{i:03d}"},
-                "completion_window": WINDOW,
-            }
-        )
-    return payloads
-
-
-def send_batch(base_url: str, name: str, count: int, rng: random.Random, bad: bool) -> DemoBatch:
-    batch = DemoBatch(name)
-    payloads = batch_payloads(name, count, rng)
-    headers = {"X-API-Key": os.environ["EXXA_API_KEY"]}
-    started = time.monotonic()
-    with requests.Session() as session:
-        for payload in payloads:
-            response = session.post(f"{base_url}/requests", headers=headers, json=payload)
-            rid = show(response, 201, quiet=True)["id"]
-            batch.custom_ids[rid] = payload["metadata"]["custom_id"]
-    took = time.monotonic() - started
-    note(f"{name}: {count} requests sent in {took:.1f}s, e.g. {compact(payloads[0])}")
-    if bad:
-        note("and one the engine cannot run: 1,500 words for the tiny model's 512 tokens")
-        payload = {
-            "request_body": {
-                "model": MODELS[1],
-                "messages": [{"role": "user", "content": TOO_LONG}],
-            },
-            "metadata": {"custom_id": f"{name}-too-long"},
-            "completion_window": WINDOW,
-        }
-        response = requests.post(f"{base_url}/requests", headers=headers, json=payload)
-        batch.bad_id = rid = show(response, 201, limit=120)["id"]
-        batch.custom_ids[rid] = payload["metadata"]["custom_id"]
-
-    api_key = os.environ["EXXA_API_KEY"]
-    url = f"{base_url}/batches"
-    headers = {"X-API-Key": api_key, "Content-Type": "application/json"}
-    payload = {
-        "requests_ids": list(batch.custom_ids),
-        "metadata": {"batch_name": name},
-    }
-
-    response = requests.post(url, headers=headers, json=payload)
-    batch.id = show(response, 201)["id"]
-    batch.bodies = [p["request_body"] for p in payloads]
-    return batch
 
 
 # --- the plan of a 24 h window -------------------------------------------------------------
@@ -562,7 +323,8 @@ def run(data_dir: Path, keep_dir: Path) -> None:
     os.environ.update(NO_PROXY=env["NO_PROXY"], no_proxy=env["no_proxy"])
     cli(env, "db", "upgrade")
     created = json.loads(cli(env, "keys", "create", "--name", "demo", "--credits", "10", "--json"))
-    note(compact({**created, "key": created["key"][:12] + "..."}) + "  (secret shortened)")
+    shown = {name: created[name][:12] + "..." for name in ("key", "webhook_secret") if name in created}
+    note(compact({**created, **shown}) + "  (secrets shortened)")
     os.environ["EXXA_API_KEY"] = created["key"]
 
     header("2. The stack: Prefect server, work pool, deployments, worker, API")

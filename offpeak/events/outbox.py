@@ -48,24 +48,13 @@ def payload(type_: str, data: StatusObject, at: int) -> str:
     )
 
 
-def _status(row: Any) -> StatusObject:
-    return StatusObject(
-        id=row.id,
-        status=Status(row.status),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        in_progress_at=row.in_progress_at,
-        ended_at=row.ended_at,
-    )
-
-
 def _event(row: Any, type_: str, at: int) -> dict[str, object]:
     return {
         "key_id": row.key_id,
         "type": type_,
         "object_id": row.id,
         "target": row.webhook,
-        "payload": payload(type_, _status(row), at),
+        "payload": payload(type_, StatusObject.of(row), at),
         "status": PENDING,
         "attempts": 0,
         "created_at": at,

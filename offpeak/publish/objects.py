@@ -14,7 +14,6 @@ from offpeak.schemas import (
     ErrorInfo,
     RequestCounts,
     RequestObject,
-    Status,
     StatusObject,
 )
 from offpeak.schemas.exxa import BatchUsage
@@ -23,14 +22,7 @@ from offpeak.storage import ObjectStore
 
 
 def status_object(row: Request | Batch) -> StatusObject:
-    return StatusObject(
-        id=row.id,
-        status=Status(row.status),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        in_progress_at=row.in_progress_at,
-        ended_at=row.ended_at,
-    )
+    return StatusObject.of(row)
 
 
 def request_object(row: Request, body: str | None, result: str | None) -> RequestObject:

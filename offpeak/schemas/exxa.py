@@ -64,6 +64,18 @@ class StatusObject(BaseModel):
     in_progress_at: int | None = None
     ended_at: int | None = None
 
+    @classmethod
+    def of(cls, row: Any) -> StatusObject:
+        """From a stored request or batch (anything with these attributes)."""
+        return cls(
+            id=row.id,
+            status=Status(row.status),
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            in_progress_at=row.in_progress_at,
+            ended_at=row.ended_at,
+        )
+
 
 class CarbonObject(BaseModel):
     """The carbon footprint of a request or batch that ran (an offpeak extension)."""
