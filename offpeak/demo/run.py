@@ -323,7 +323,8 @@ def run(data_dir: Path, keep_dir: Path) -> None:
     os.environ.update(NO_PROXY=env["NO_PROXY"], no_proxy=env["no_proxy"])
     cli(env, "db", "upgrade")
     created = json.loads(cli(env, "keys", "create", "--name", "demo", "--credits", "10", "--json"))
-    shown = {name: created[name][:12] + "..." for name in ("key", "webhook_secret") if name in created}
+    secrets = ("key", "webhook_secret")
+    shown = {name: created[name][:12] + "..." for name in secrets if name in created}
     note(compact({**created, **shown}) + "  (secrets shortened)")
     os.environ["EXXA_API_KEY"] = created["key"]
 
