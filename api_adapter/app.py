@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,9 +48,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("offpeak API: database %s, storage %s", services.db.dialect, services.store.url)
         for name, target in services.registry.stand_ins().items():
             log.warning("model %s is a stand-in, served by %s's weights", name, target)
+        # What exists now (modules, schemas, services: some 200,000 objects) lives as
+        # long as the process: out of the collector's sight, a full collection walks
+        # only what requests made, in tens of ms instead of ~200 ms each.
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()  # several apps in one process (the tests): collectable again
             # Commit what is queued before the writer's last seal picks it up.
             await services.committer.close()
             services.writer.stop()
