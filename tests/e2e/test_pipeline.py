@@ -208,12 +208,17 @@ def test_getting_started_snippets_complete_a_batch_on_the_served_stack(stack: St
     assert {r.batch_id for r in results} == {batch["id"]}
 
 
-def test_the_deployed_scheduler_never_runs_twice_at_once(stack: Stack) -> None:
-    # As the Prefect server holds it after `offpeak serve` deployed prefect.yaml.
+def test_the_deployed_scheduler_never_runs_twice_at_once(stack: Stack, prefect_api: str) -> None:
+    # As the Prefect server holds it after `offpeak serve` deployed prefect.yaml. The
+    # settings are explicit: this process may have loaded Prefect's before the server.
     from prefect import get_client
     from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with get_client(sync_client=True) as client:
+    with (
+        temporary_settings(updates={PREFECT_API_URL: prefect_api}),
+        get_client(sync_client=True) as client,
+    ):
         deployment = client.read_deployment_by_name("scheduler/scheduler")
     limit = deployment.global_concurrency_limit
     assert limit is not None and limit.limit == 1
