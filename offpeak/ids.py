@@ -98,7 +98,7 @@ def new_ids(count: int, now_ms: int | None = None) -> pa.StringArray:
 
 def is_id(value: str) -> bool:
     """Whether ``value`` has the shape of an offpeak id."""
-    return bool(ID_PATTERN.match(value))
+    return bool(ID_PATTERN.fullmatch(value))  # `$` alone would allow a trailing newline
 
 
 def id_time_ms(value: str) -> int:

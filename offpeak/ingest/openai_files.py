@@ -18,7 +18,13 @@ from typing import Any, BinaryIO
 from pydantic import ValidationError
 
 from offpeak.catalog.models import ModelRegistry, ModelSpec
-from offpeak.errors import BatchInputInvalid, LimitExceeded, UnknownModel, WrongModelKind
+from offpeak.errors import (
+    BatchInputInvalid,
+    LimitExceeded,
+    UnknownModel,
+    UnsafeJson,
+    WrongModelKind,
+)
 from offpeak.ids import new_ids
 from offpeak.ingest.admit import admit, asked_tokens, estimate
 from offpeak.ingest.segments import encode_segment, segment_key
@@ -27,6 +33,7 @@ from offpeak.schemas import (
     BatchInputLine,
     ChatCompletionRequest,
     EmbeddingRequest,
+    strict_json,
 )
 from offpeak.state.requests import UnsealedRow
 from offpeak.storage import ObjectStore
@@ -138,6 +145,11 @@ class LineChecker:
                 self._fail(number, "invalid_json_line", "not a valid JSON object")
             else:
                 self._fail(number, "invalid_line", _first_problem(exc, ""))
+            return None
+        try:  # what pydantic lets through and no store can keep: NaN, NUL, 1e999...
+            strict_json.loads(raw)
+        except UnsafeJson as exc:
+            self._fail(number, exc.code, exc.message, strict_json.dotted(exc.loc) or None)
             return None
         valid = self._unique(number, envelope.custom_id)
         if envelope.url != self.endpoint:

@@ -313,3 +313,27 @@ def test_a_cancelled_batch_gets_its_files_once_its_running_job_ends(
     assert finalize_ready(db, store) == []
     update_job(db, job.id, status=JobStatus.COMPLETED.value)
     assert finalize_ready(db, store) == [new.id]
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (
+            b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": '
+            b'{"model": "llama-3.1-8b-instruct-fp16", "messages": [{"role": "user", '
+            b'"content": "hi"}], "temperature": NaN}}',
+            "non_finite_number",
+        ),
+        (
+            b'{"custom_id": "a\\u0000", "method": "POST", "url": "/v1/chat/completions", '
+            b'"body": {"model": "llama-3.1-8b-instruct-fp16", "messages": [{"role": "user", '
+            b'"content": "hi"}]}}',
+            "nul_character",
+        ),
+    ],
+    ids=["nan", "nul"],
+)
+def test_a_line_no_store_can_keep_is_refused_with_its_code(raw: bytes, code: str) -> None:
+    check = checker()
+    assert check.check(1, raw) is None
+    assert [e.code for e in check.errors] == [code]
