@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api_adapter import responses
 from api_adapter.deps import KeyDep, Services, ServicesDep
+from api_adapter.idempotency import IdempotentRoute, idempotent
 from api_adapter.limits import body_limit
 from offpeak.anthropic import batch_object, check_entries
 from offpeak.clock import now
@@ -53,6 +54,7 @@ router = APIRouter(
     tags=["anthropic"],
     responses=responses.ANTHROPIC,
     dependencies=[Depends(anthropic_version)],
+    route_class=IdempotentRoute,
 )
 
 
@@ -72,6 +74,7 @@ def _objects(services: Services, request: Request, rows: list[Batch]) -> list[Me
 
 
 @router.post("", response_model=MessageBatch)
+@idempotent
 @body_limit("json", lambda settings: settings.anthropic_max_batch_bytes)
 def create_message_batch(
     create: MessageBatchCreate, request: Request, key: KeyDep, services: ServicesDep

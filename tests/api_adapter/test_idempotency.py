@@ -166,7 +166,8 @@ def test_openai_files_and_batches_replay_and_refuse_in_openais_shape(oai: httpx.
 
 def test_the_header_is_declared_on_every_create(live_api: LiveApi) -> None:
     paths = httpx.get(f"{live_api.base_url}/openapi.json").json()["paths"]
-    for path in ("/v1/requests", "/v1/batches", "/v1/datasets", "/openai/v1/batches"):
+    creates = ("/v1/requests", "/v1/batches", "/v1/datasets", "/openai/v1/batches")
+    for path in (*creates, "/anthropic/v1/messages/batches"):
         names = [p["name"] for p in paths[path]["post"].get("parameters", [])]
         assert "Idempotency-Key" in names, path
     files = [p["name"] for p in paths["/openai/v1/files"]["post"]["parameters"]]
@@ -195,3 +196,24 @@ def test_body_hash_covers_the_query_string() -> None:
     one.update(b"x")
     two.update(b"x")
     assert one.hexdigest() != two.hexdigest()
+
+
+def test_anthropic_batches_replay_and_refuse_in_anthropics_shape(
+    live_api: LiveApi, key: str
+) -> None:
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01", **new_key()}
+    path = "/anthropic/v1/messages/batches"
+
+    def body(custom_id: str) -> dict[str, Any]:
+        params = {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
+        return {"requests": [{"custom_id": custom_id, "params": params}]}
+
+    with httpx.Client(base_url=live_api.base_url, headers=headers, timeout=30) as client:
+        first = client.post(path, json=body("a"))
+        assert first.status_code == 200, first.text
+        assert client.post(path, json=body("a")).json() == first.json()
+        assert len(client.get(path).json()["data"]) == 1
+        reused = client.post(path, json=body("b"))
+        assert reused.status_code == 409
+        assert reused.json()["type"] == "error"
+        assert "Idempotency-Key" in reused.json()["error"]["message"]
