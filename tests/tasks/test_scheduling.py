@@ -3,33 +3,21 @@ planning task reads the settings' provider and policy through the one wiring."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from offpeak.clock import now
-from offpeak.config import Settings, get_settings
+from offpeak.config import Settings
 from offpeak.ingest.sealing import seal_all
-from offpeak.state.db import upgrade
 from tasks.runtime import runtime
 from tasks.scheduling import plan_launches, summary
 from tests.utils.factories import add_requests, new_key
 
 
 @pytest.fixture
-def scheduler_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    monkeypatch.setenv("OFFPEAK_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("OFFPEAK_SCHEDULER_POLICY", "carbon")
-    for name in ("OFFPEAK_DATABASE_URL", "OFFPEAK_STORAGE_URL", "OFFPEAK_CARBON_PROVIDER"):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-    runtime.cache_clear()
-    upgrade(get_settings().database_url)
-    yield get_settings()
-    runtime().db.dispose()
-    runtime.cache_clear()
-    get_settings.cache_clear()
+def scheduler_env(task_env: Callable[..., Settings]) -> Settings:
+    return task_env(OFFPEAK_SCHEDULER_POLICY="carbon")
 
 
 def test_the_scheduler_plans_with_the_replayed_forecast(scheduler_env: Settings) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -11,7 +10,6 @@ from standardwebhooks.webhooks import Webhook
 from offpeak.clock import now
 from offpeak.config import Settings, get_settings
 from offpeak.events import secrets
-from offpeak.state.db import upgrade
 from offpeak.state.requests import cancel_request, insert_requests, new_request_row
 from tasks.runtime import runtime
 from tasks.webhooks import deliver_webhooks
@@ -20,18 +18,8 @@ from tests.utils.webhook_receiver import webhook_receiver
 
 
 @pytest.fixture
-def webhook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    monkeypatch.setenv("OFFPEAK_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("OFFPEAK_WEBHOOK_ALLOW_PRIVATE", "true")  # a loopback receiver
-    for name in ("OFFPEAK_DATABASE_URL", "OFFPEAK_STORAGE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-    runtime.cache_clear()
-    upgrade(get_settings().database_url)
-    yield get_settings()
-    runtime().db.dispose()
-    runtime.cache_clear()
-    get_settings.cache_clear()
+def webhook_env(task_env: Callable[..., Settings]) -> Settings:
+    return task_env(OFFPEAK_WEBHOOK_ALLOW_PRIVATE="true")  # a loopback receiver
 
 
 def test_the_task_delivers_what_is_due(webhook_env: Settings) -> None:
