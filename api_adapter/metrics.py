@@ -251,6 +251,12 @@ def state_families(state: StateMetrics, at: float, last_tick: float | None) -> I
         {k: t.wall_seconds for k, t in totals.items()},
     )
     yield _counter(
+        "offpeak_job_engine_startup_seconds",
+        "Engine start-up time of completed jobs (over offpeak_job_runs_total: mean start-up).",
+        labels,
+        {k: t.startup_seconds for k, t in totals.items()},
+    )
+    yield _counter(
         "offpeak_job_energy_joules",
         "Energy of completed jobs, from their pool's power draw and wall time.",
         labels,

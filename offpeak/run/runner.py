@@ -136,6 +136,7 @@ class JobRunner:
             prompt_tokens=report.prompt_tokens,
             completion_tokens=report.completion_tokens,
             wall_seconds=report.wall_seconds,
+            startup_seconds=report.engine_start_seconds,
         )
         if self._account is not None:
             self._account(job_id)

@@ -30,6 +30,7 @@ class JobTotals:
     completion_tokens: int
     wall_seconds: float
     energy_kwh: float
+    startup_seconds: float = 0.0  # the engine's start-up, summed
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,8 @@ def read_state_metrics(db: Database) -> StateMetrics:
             )
         ).one()
         totals = {
-            (model, p): JobTotals(int(n), int(tokens), float(wall), float(energy))
-            for model, p, n, tokens, wall, energy in session.execute(
+            (model, p): JobTotals(int(n), int(tokens), float(wall), float(energy), float(startup))
+            for model, p, n, tokens, wall, energy, startup in session.execute(
                 select(
                     Job.model,
                     pool,
@@ -106,6 +107,7 @@ def read_state_metrics(db: Database) -> StateMetrics:
                     func.coalesce(func.sum(Job.completion_tokens), 0),
                     func.coalesce(func.sum(Job.wall_seconds), 0.0),
                     func.coalesce(func.sum(Job.energy_kwh), 0.0),
+                    func.coalesce(func.sum(Job.startup_seconds), 0.0),
                 )
                 .where(done)
                 .group_by(Job.model, pool)

@@ -143,6 +143,8 @@ class Job(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     wall_seconds: Mapped[float | None] = mapped_column(Float)
+    # The engine's start-up within this job; 0 when the runner's engine was up already.
+    startup_seconds: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     pool: Mapped[str | None] = mapped_column(String(200))
     zone: Mapped[str | None] = mapped_column(String(64))

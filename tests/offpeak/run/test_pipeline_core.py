@@ -130,6 +130,7 @@ def test_job_runs_in_chunks_records_results_and_debits_usage(
     assert full.result_body["model"] == MODEL
     done = state.get_job(db, job.id)
     assert done.status == "completed" and done.completion_tokens == 18
+    assert done.startup_seconds is not None and 0 <= done.startup_seconds <= done.wall_seconds
 
 
 def test_restarted_job_skips_finished_chunks_and_runs_nothing_twice(

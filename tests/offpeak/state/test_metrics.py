@@ -81,7 +81,7 @@ def test_jobs_count_by_status_and_pool_and_completed_ones_are_summed(db: Databas
                 _job("job_a", "created", None),
                 _job("job_b", "running", "eu"),
                 _job("job_c", "completed", "eu", completion_tokens=100, wall_seconds=4.0,
-                     energy_kwh=0.5),
+                     energy_kwh=0.5, startup_seconds=2.5),
                 _job("job_d", "completed", "eu", completion_tokens=50, wall_seconds=1.0),
                 _job("job_e", "failed", "eu", completion_tokens=7, wall_seconds=9.0),
             ]
@@ -95,7 +95,7 @@ def test_jobs_count_by_status_and_pool_and_completed_ones_are_summed(db: Databas
         ("completed", "eu"): 2,
         ("failed", "eu"): 1,
     }
-    assert state.job_totals == {(MODEL, "eu"): JobTotals(2, 150, 5.0, 0.5)}
+    assert state.job_totals == {(MODEL, "eu"): JobTotals(2, 150, 5.0, 0.5, 2.5)}
 
 
 def test_batches_count_by_status(db: Database) -> None:
