@@ -41,6 +41,8 @@ STATE_CACHE_SECONDS = 2.0  # how stale the state gauges may be; scrapes come eve
 UNMATCHED = "<unmatched>"  # the route label of paths no route serves: the label set stays bounded
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 JOULES_PER_KWH = 3.6e6  # the jobs table keeps kWh; Prometheus wants base units
+# Every outcome is exported from the start, so a rate over it exists before the first failure.
+WEBHOOK_OUTCOMES = ("delivered", "retry", "failed")
 COMMIT_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
@@ -261,6 +263,18 @@ def state_families(state: StateMetrics, at: float, last_tick: float | None) -> I
         "Energy of completed jobs, from their pool's power draw and wall time.",
         labels,
         {k: t.energy_kwh * JOULES_PER_KWH for k, t in totals.items()},
+    )
+    yield _counter(
+        "offpeak_webhook_deliveries",
+        "Webhook delivery attempts by outcome (delivered, retry, failed: given up).",
+        ["outcome"],
+        {**{o: 0 for o in WEBHOOK_OUTCOMES}, **state.webhook_attempts},
+    )
+    yield _gauge(
+        "offpeak_webhook_events_pending",
+        "Webhook events waiting for their first delivery or a retry.",
+        [],
+        {(): state.webhook_events_pending},
     )
     if last_tick is not None:
         yield _gauge(

@@ -14,12 +14,13 @@ from sqlalchemy import and_, case, func, select
 
 from offpeak.schemas.status import JobStatus, Status
 from offpeak.state.db import Database
-from offpeak.state.models import Batch, Job, Request
+from offpeak.state.models import Batch, Job, Request, WebhookAttempt, WebhookEvent
 
 # A request waits for the scheduler while registered; the planner skips rows not yet
 # sealed, but an operator counts them as waiting all the same.
 PENDING = Status.REGISTERED.value
 NO_POOL = ""  # the `pool` label of jobs not yet placed
+PENDING_EVENT = "pending"  # a webhook event still to deliver (first try or a retry)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class StateMetrics:
     carbon_emitted_grams: float
     carbon_saved_grams: float  # baseline minus emitted, over requests that ran
     job_totals: dict[tuple[str, str], JobTotals] = field(default_factory=dict)
+    webhook_attempts: dict[str, int] = field(default_factory=dict)  # outcome -> attempts
+    webhook_events_pending: int = 0  # events not yet delivered nor given up on
 
 
 def read_state_metrics(db: Database) -> StateMetrics:
@@ -113,6 +116,15 @@ def read_state_metrics(db: Database) -> StateMetrics:
                 .group_by(Job.model, pool)
             )
         }
+        attempts = {
+            outcome: count
+            for outcome, count in session.execute(
+                select(WebhookAttempt.outcome, func.count()).group_by(WebhookAttempt.outcome)
+            )
+        }
+        events_pending = session.execute(
+            select(func.count()).where(WebhookEvent.status == PENDING_EVENT)
+        ).scalar_one()
     return StateMetrics(
         requests=requests,
         pending_tokens=pending_tokens,
@@ -124,4 +136,6 @@ def read_state_metrics(db: Database) -> StateMetrics:
         carbon_emitted_grams=float(emitted),
         carbon_saved_grams=float(saved),
         job_totals=totals,
+        webhook_attempts=attempts,
+        webhook_events_pending=int(events_pending),
     )

@@ -10,7 +10,7 @@ from sqlalchemy import update
 from offpeak.schemas import Status
 from offpeak.state.db import Database
 from offpeak.state.metrics import NO_POOL, JobTotals, read_state_metrics
-from offpeak.state.models import Batch, Job, Request
+from offpeak.state.models import Batch, Job, Request, WebhookAttempt, WebhookEvent
 from tests.utils.factories import MODEL, add_requests, new_key, set_status
 
 
@@ -31,6 +31,7 @@ def _job(job_id: str, status: str, pool: str | None, **fields: object) -> Job:
 def test_an_empty_database_reads_as_zeros(db: Database) -> None:
     state = read_state_metrics(db)
     assert state.requests == {} and state.jobs == {} and state.batches == {}
+    assert state.webhook_attempts == {} and state.webhook_events_pending == 0
     assert state.oldest_pending_created_at is None and state.earliest_pending_deadline is None
     assert (state.credits_spent_usd, state.carbon_emitted_grams, state.carbon_saved_grams) == (
         0.0,
@@ -107,3 +108,25 @@ def test_batches_count_by_status(db: Database) -> None:
                       expires_at=2)
             )  # fmt: skip
     assert read_state_metrics(db).batches == {"in_progress": 1, "completed": 2}
+
+
+def test_webhook_attempts_count_by_outcome_and_pending_events_are_counted(db: Database) -> None:
+    key, _ = new_key(db)
+    with db.session() as session:
+        for i, status in enumerate(["pending", "pending", "delivered", "failed"]):
+            session.add(
+                WebhookEvent(id=f"evt_{i}", key_id=key.id, type="request.completed",
+                             object_id=f"req_{i}", target="http://127.0.0.1:9/hook",
+                             payload="{}", status=status, attempts=1, created_at=1)
+            )  # fmt: skip
+        session.flush()
+        for i, outcome in enumerate(["retry", "delivered", "failed", "retry"]):
+            session.add(
+                WebhookAttempt(id=f"wha_{i}", event_id=f"evt_{i}", key_id=key.id,
+                               attempted_at=2, status_code=500, duration_ms=3, outcome=outcome)
+            )  # fmt: skip
+
+    state = read_state_metrics(db)
+
+    assert state.webhook_attempts == {"retry": 2, "delivered": 1, "failed": 1}
+    assert state.webhook_events_pending == 2
