@@ -118,12 +118,7 @@ class BodyLimits:
         return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (name := nul_in_query(scope["query_string"])):
-            exc = UnsafeJson(
-                f"query parameter {name}: the text holds a NUL character (%00)",
-                (name,),
-                code="nul_character",
-            )
+        if scope["type"] == "http" and (exc := query_problem(scope["query_string"])):
             await _send(send, dialects.for_path(scope["path"]).unsafe_json(exc, "query"))
             return
         if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
@@ -258,6 +253,29 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
+
+
+def query_problem(query_string: bytes) -> UnsafeJson | None:
+    """A query string no route may take: a NUL in a parameter, or a parameter given twice
+    (every parameter of this API is one value; a repeat would silently win or lose)."""
+    if name := nul_in_query(query_string):
+        return UnsafeJson(
+            f"query parameter {name}: the text holds a NUL character (%00)",
+            (name,),
+            code="nul_character",
+        )
+    if b"&" not in query_string:
+        return None
+    seen: set[str] = set()
+    for name, _ in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return UnsafeJson(
+                f"query parameter {name} is given more than once",
+                (name,),
+                code="repeated_query_parameter",
+            )
+        seen.add(name)
+    return None
 
 
 def nul_in_query(query_string: bytes) -> str | None:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api_adapter.conftest import LiveApi
 from tests.api_adapter.helpers import MODEL, chat_body, error_code
 
 JSON = {"content-type": "application/json"}
@@ -314,3 +315,16 @@ def test_a_large_legitimate_body_is_accepted(api: httpx.Client) -> None:
     assert got["metadata"] == metadata
     assert got["request_body"]["messages"] == messages
     assert got["request_body"]["model"] == MODEL
+
+
+def test_a_query_parameter_given_twice_is_refused(live_api: LiveApi, key: str) -> None:
+    with live_api.client(key) as client:
+        refused = client.get("/v1/requests?status=completed&status=failed")
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == "repeated_query_parameter"
+        assert refused.json()["detail"][0]["loc"] == ["query", "status"]
+        oai = client.get(
+            "/openai/v1/batches?limit=1&limit=2", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert oai.status_code == 400 and oai.json()["error"]["code"] == "repeated_query_parameter"
+        assert client.get("/v1/requests?status=completed&full=true").status_code == 200
