@@ -12,10 +12,8 @@ written: its id stays null.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +22,8 @@ from pydantic_core import from_json, to_json
 
 from offpeak.clock import now
 from offpeak.ids import new_id
+from offpeak.publish.ended import ended_pages
 from offpeak.publish.openai_objects import final_status
-from offpeak.run.chunk_files import read_results
 from offpeak.schemas import (
     REQUEST_ERRORS,
     BatchLineError,
@@ -40,12 +38,9 @@ from offpeak.state import batches
 from offpeak.state import openai as state
 from offpeak.state.db import Database
 from offpeak.state.models import Batch, OpenAIFile
-from offpeak.state.requests import LINE_COLUMNS, batch_line_rows
 from offpeak.storage import ObjectStore
 
 log = logging.getLogger(__name__)
-PAGE = 1000
-_COLUMN = {name: index for index, name in enumerate(LINE_COLUMNS)}
 
 
 def file_key(key_id: str, file_id: str) -> str:
@@ -96,23 +91,6 @@ def is_output(line: BatchOutputLine) -> bool:
     return line.response is not None and line.response.status_code == 200
 
 
-class _Results:
-    """Result bodies by request id, from chunk files; the last few files stay loaded, as
-    requests walked in id order need each file over a run of rows."""
-
-    def __init__(self, store: ObjectStore, capacity: int = 4) -> None:
-        self.store, self.capacity = store, capacity
-        self._files: OrderedDict[str, dict[str, str]] = OrderedDict()
-
-    def body(self, key: str, request_id: str) -> str | None:
-        if key not in self._files:
-            self._files[key] = {r.id: r.result_body for r in read_results(self.store, key)}
-            if len(self._files) > self.capacity:
-                self._files.popitem(last=False)
-        self._files.move_to_end(key)
-        return self._files[key].get(request_id) or None
-
-
 @dataclass
 class _Sink:
     """One output file being written to a temporary file."""
@@ -155,30 +133,15 @@ def write_files(db: Database, store: ObjectStore, batch: Batch, tally: batches.T
     """Write the output and error files of an ended batch with an OpenAI view, and
     record them; False if another process recorded them first (ours are removed)."""
     assert batch.openai is not None and tally.pending == 0, "an ended OpenAI batch"
-    results = _Results(store)
     output, errors = _Sink(), _Sink()
     files: list[OpenAIFile] = []
     try:
-        with db.session() as session:
-            for rows in batch_line_rows(session, batch.key_id, batch.id, PAGE):
-                for row in rows:
-                    rid, status = row[_COLUMN["id"]], row[_COLUMN["status"]]
-                    result_key = row[_COLUMN["result_key"]]
-                    body = (
-                        results.body(result_key, rid)
-                        if result_key and status == Status.COMPLETED
-                        else None
-                    )
-                    meta = json.loads(row[_COLUMN["metadata"]] or "{}")
-                    line = output_line(
-                        rid,
-                        meta.get("custom_id"),
-                        status,
-                        body,
-                        row[_COLUMN["error_code"]],
-                        row[_COLUMN["error_message"]],
-                    )
-                    (output if is_output(line) else errors).write(line)
+        for page in ended_pages(db, store, batch):
+            for r in page:
+                line = output_line(
+                    r.id, r.custom_id, r.status, r.result_body, r.error_code, r.error_message
+                )
+                (output if is_output(line) else errors).write(line)
         at = now()
         name = f"batch_{batch.id}"
         output_file = output.upload(store, batch.key_id, f"{name}_output.jsonl", at)
