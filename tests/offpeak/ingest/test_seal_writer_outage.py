@@ -60,6 +60,8 @@ def test_the_writer_survives_the_store_going_away_and_seals_once_it_is_back(
         assert count_unsealed(db) == 7
         outage.start()  # empty, as a restarted moto is: the writer re-creates the bucket
         assert wait_until(lambda: count_unsealed(db) == 0, 60)
+        # The rows are marked sealed a moment before the pass records its success.
+        assert wait_until(lambda: writer.status().failures == 0, 10)
         status = writer.status()
         assert status.alive and status.failures == 0 and status.last_error is None
         assert status.lag() < 5
