@@ -2,14 +2,20 @@
 
 Standard ``AWS_*`` variables are honoured for the S3 endpoint and region, so boto3,
 pyarrow and polars all see the same object store.
+
+Any setting may instead be read from a file named by ``OFFPEAK_<NAME>_FILE`` (the
+convention of Docker's and PostgreSQL's images): a Kubernetes Secret mounted as files
+then keeps the database URL out of the pod's environment. S3 credentials need no such
+variable: boto3 and pyarrow both read the file named by AWS_SHARED_CREDENTIALS_FILE.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -19,12 +25,41 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from offpeak.errors import ConfigError
 
 PACKAGED_MODELS = Path(__file__).parent / "catalog" / "defaults" / "models.yaml"
 PACKAGED_POOLS = Path(__file__).parent / "catalog" / "defaults" / "pools.yaml"
+
+
+class _FileVariables(PydanticBaseSettingsSource):
+    """Settings read from the files that ``OFFPEAK_<NAME>_FILE`` variables name."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in self.settings_cls.model_fields:
+            variable = f"OFFPEAK_{name.upper()}"
+            path = os.environ.get(f"{variable}_FILE")
+            if not path:
+                continue
+            if variable in os.environ:  # two sources of one secret: neither may win silently
+                raise ConfigError(f"set {variable} or {variable}_FILE, not both")
+            try:
+                # A file written by `echo` ends in a newline that is no part of the value.
+                values[name] = Path(path).read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(f"{variable}_FILE: cannot read {path}: {exc.strerror}") from None
+        return values
 
 
 class Settings(BaseSettings):
@@ -264,6 +299,23 @@ class Settings(BaseSettings):
         "N(0, replay_noise x the trace's mean) added (0.05 is a typical real forecast).",
     )
     replay_seed: int = Field(0, description="Seed of the replay provider's forecast noise.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _FileVariables(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     @field_validator("storage_url")
     @classmethod
