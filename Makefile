@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install postgres promtool test test-fast fuzz lint demo bench api serve clean
+.PHONY: install postgres promtool kustomize test test-fast fuzz lint demo bench api serve clean
 
 install: $(STAMP)
 
@@ -30,16 +30,22 @@ promtool:
 	  { echo "installing promtool (Debian package prometheus)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# The infra tests render infra/k8s with kustomize v5, built into kubectl (the machines'
+# kubectl package; Debian's kubernetes-client is too old to read components and labels).
+kustomize:
+	@kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v5' || \
+	  { echo "kubectl with kustomize v5 (kubectl 1.27 or newer) is needed to render infra/k8s"; exit 1; }
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install postgres promtool lint
+test: install postgres promtool kustomize lint
 	$(BIN)/pytest
 
 # The tests that need no service (no PostgreSQL, S3 server, Prefect server or vLLM).
-test-fast: install promtool
+test-fast: install promtool kustomize
 	OFFPEAK_TEST_NO_SERVICES=1 $(BIN)/pytest -m "not postgres and not s3 and not live and not e2e and not vllm"
 
 # schemathesis against the live API on both stacks, longer than in `make test`, new seed.
