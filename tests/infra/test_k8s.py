@@ -32,6 +32,8 @@ OVERLAY = "infra/k8s/example"
 KUBECTL = shutil.which("kubectl") or "kubectl"  # `make kustomize` checks it has kustomize v5
 KUBERNETES = kubernetes_validate.utils.latest_version()
 POD_OWNERS = {"Deployment", "Job", "StatefulSet", "DaemonSet"}
+# The guide's migration step: the Jobs and the configuration they read, before the rest.
+MIGRATION_STEP = "app.kubernetes.io/component in (config, migrate)"
 
 
 def kustomize(path: str) -> list[dict[str, Any]]:
@@ -131,6 +133,35 @@ def test_the_migration_job_runs_offpeak_db_upgrade(objects: list[dict[str, Any]]
     ctx = click.Context(cli)
     db = cli.get_command(ctx, "db")
     assert isinstance(db, click.Group) and db.get_command(ctx, "upgrade") is not None
+
+
+def test_the_migration_step_applies_all_the_jobs_need(objects: list[dict[str, Any]]) -> None:
+    """`kubectl apply -l` of the guide's migration step selects each migration Job with
+    the service account, ConfigMaps and Secrets it reads, and nothing that serves."""
+    selected = {
+        (o["kind"], o["metadata"]["name"])
+        for o in objects
+        if o["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+        in ("config", "migrate")
+    }
+    jobs = [o for o in objects if o["kind"] == "Job"]
+    assert {("Job", "offpeak-db-upgrade"), ("Job", "prefect-db-upgrade")} <= selected
+    assert not {kind for kind, _ in selected} & {"Deployment", "Service", "NetworkPolicy"}
+    for job in jobs:
+        spec = job["spec"]["template"]["spec"]
+        needs = {("ServiceAccount", spec["serviceAccountName"])}
+        for c in spec["containers"]:
+            for source in c.get("envFrom", []):
+                if "configMapRef" in source:
+                    needs.add(("ConfigMap", source["configMapRef"]["name"]))
+                if "secretRef" in source:
+                    needs.add(("Secret", source["secretRef"]["name"]))
+        for volume in spec["volumes"]:
+            if "configMap" in volume:
+                needs.add(("ConfigMap", volume["configMap"]["name"]))
+            if "secret" in volume:
+                needs.add(("Secret", volume["secret"]["secretName"]))
+        assert needs <= selected, (job["metadata"]["name"], needs - selected)
 
 
 def test_every_pod_is_restricted(objects: list[dict[str, Any]]) -> None:
@@ -311,5 +342,5 @@ def test_prefect_reads_its_redis_and_postgresql_settings_as_configured(
 def test_the_guide_renders_and_applies_the_overlay_the_tests_render() -> None:
     guide = (ROOT / "infra" / "README.md").read_text()
     assert f"kubectl kustomize {OVERLAY}" in guide
-    assert f"kubectl apply -k {OVERLAY} -l app.kubernetes.io/component=migrate" in guide
+    assert f"kubectl apply -k {OVERLAY} -l '{MIGRATION_STEP}'" in guide
     assert f"kubectl apply -k {OVERLAY}\n" in guide
