@@ -95,7 +95,7 @@ def _seed_requests(
             (%(batches)s::text[])[1 + i %% cardinality(%(batches)s::text[])], 'registered',
             'bench-' || lpad((i %% %(models)s)::text, 2, '0'), '24h', '{}',
             'segments/bench/' || (i / 10000) || '.parquet', %(at)s,
-            %(at)s + 3600 + (i * 7919) %% 82800, 200 + i %% 600
+            %(at)s + 3600 + (i::bigint * 7919) %% 82800, 200 + i %% 600
         FROM generate_series(0, %(n)s - 1) AS i
         """,
         {"prefix": prefix, "key": key_id, "batches": batches, "models": MODELS, "n": n, "at": at},

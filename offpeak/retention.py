@@ -79,8 +79,9 @@ def collect(db: Database, store: ObjectStore, retention: int, at: int) -> Collec
     """Delete every object expired at ``at`` and mark its rows; see the module's doc."""
     done = Collected()
     _collect_batches(db, store, retention, at, done)
-    while _collect_requests(db, store, retention, at, done):
-        pass
+    after: str | None = ""
+    while after is not None:
+        after = _collect_requests(db, store, retention, at, done, after)
     _collect_files(db, store, retention, at, done)
     return done
 
@@ -159,20 +160,25 @@ def _holders(
 
 
 def _collect_requests(
-    db: Database, store: ObjectStore, retention: int, at: int, done: Collected
-) -> bool:
-    """One page of expired requests: their lone objects deleted, the page marked."""
+    db: Database, store: ObjectStore, retention: int, at: int, done: Collected, after: str
+) -> str | None:
+    """One page of expired requests past ``after`` in id order: their lone objects
+    deleted, the page marked. The last id of the page (None: no more pages).
+
+    Keyset pagination, on the index of ended requests not purged (ix_requests_ended):
+    ended requests kept for longer (their batch open, or its lifetime not over) are
+    walked past once per run, not once per page."""
     query = (
         select(Request.id, Request.segment, Request.result_key)
         .outerjoin(Batch, Batch.id == Request.batch_id)
-        .where(_expired_requests(retention, at))
+        .where(Request.id > after, _expired_requests(retention, at))
         .order_by(Request.id)
         .limit(PAGE)
     )
     with db.session() as session:
         page = session.execute(query).all()
     if not page:
-        return False
+        return None
     ids = [rid for rid, _, _ in page]
     for column, keys in (
         (Request.segment, {seg for _, seg, _ in page if seg}),
@@ -183,7 +189,7 @@ def _collect_requests(
     with db.session(write=True) as session:
         session.execute(update(Request).where(Request.id.in_(ids)).values(purged_at=at, body=None))
     done.requests += len(ids)
-    return True
+    return ids[-1]
 
 
 def _collect_files(

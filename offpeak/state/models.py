@@ -111,7 +111,37 @@ class Request(Base):
         Index("ix_requests_key_id", "key_id", "id"),
         Index("ix_requests_job_id", "job_id"),
         Index("ix_requests_batch_id", "batch_id", "id"),  # a batch's requests in order
-        Index("ix_requests_status", "status", "model"),
+        # The scheduler's pending work, per model by deadline (offpeak.plan.pending, the
+        # claims of offpeak.run.launch). Partial: a claimed request leaves it, so a claim
+        # writes one index entry fewer than an index on (status, model) would.
+        Index(
+            "ix_requests_pending",
+            "model",
+            "expires_at",
+            "id",
+            sqlite_where=text("status = 'registered'"),
+            postgresql_where=text("status = 'registered'"),
+        ),
+        # Retention's work (offpeak.retention): requests ended and not purged yet, and
+        # which of those still live in a segment or a chunk file (else a scan per page).
+        Index(
+            "ix_requests_ended",
+            "id",
+            sqlite_where=text("ended_at IS NOT NULL AND purged_at IS NULL"),
+            postgresql_where=text("ended_at IS NOT NULL AND purged_at IS NULL"),
+        ),
+        Index(
+            "ix_requests_segment",
+            "segment",
+            sqlite_where=text("segment IS NOT NULL AND purged_at IS NULL"),
+            postgresql_where=text("segment IS NOT NULL AND purged_at IS NULL"),
+        ),
+        Index(
+            "ix_requests_result_key",
+            "result_key",
+            sqlite_where=text("result_key IS NOT NULL AND purged_at IS NULL"),
+            postgresql_where=text("result_key IS NOT NULL AND purged_at IS NULL"),
+        ),
         # The writer's work queue: rows accepted but not yet in a Parquet segment.
         Index(
             "ix_requests_unsealed",

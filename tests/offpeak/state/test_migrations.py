@@ -37,10 +37,10 @@ def test_migrating_again_is_a_no_op(db: Database) -> None:
 def test_model_comparison_notices_a_schema_drift(db: Database) -> None:
     # Guards the test above: an index missing from the database must show as a diff.
     with db.engine.begin() as connection:
-        connection.exec_driver_sql("DROP INDEX ix_requests_status")
+        connection.exec_driver_sql("DROP INDEX ix_requests_job_id")
     with db.engine.connect() as connection:
         diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-    assert [(d[0], d[1].name) for d in diffs] == [("add_index", "ix_requests_status")]
+    assert [(d[0], d[1].name) for d in diffs] == [("add_index", "ix_requests_job_id")]
 
 
 def test_an_unmigrated_database_is_refused_naming_the_command(tmp_path: Path) -> None:
