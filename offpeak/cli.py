@@ -73,8 +73,9 @@ def main() -> None:
 
 def _add_client_commands() -> None:
     from offpeak.client.commands import COMMANDS
+    from offpeak.client.webhooks import webhooks
 
-    for command in COMMANDS:
+    for command in (*COMMANDS, webhooks):
         main.add_command(command)
 
 

@@ -31,6 +31,7 @@ from offpeak.schemas import (
     RequestObject,
     StatusObject,
 )
+from offpeak.schemas.webhooks import WebhookEndpoint, WebhookEndpointList
 
 UPLOAD_CHUNK = 1 << 20
 # Called with the bytes moved so far and the total when known.
@@ -310,6 +311,19 @@ class OffpeakClient:
                 headers=headers,
                 timeout=httpx.Timeout(None, connect=10.0),
             )
+
+    # --- webhook endpoints ------------------------------------------------------------
+
+    def add_webhook_endpoint(self, url: str, description: str | None = None) -> WebhookEndpoint:
+        """Register a URL for all of this key's events."""
+        payload = {"url": url, "description": description}
+        return self._one(WebhookEndpoint, "POST", "/v1/webhooks/endpoints", json=payload)
+
+    def list_webhook_endpoints(self) -> list[WebhookEndpoint]:
+        return self._one(WebhookEndpointList, "GET", "/v1/webhooks/endpoints").data
+
+    def remove_webhook_endpoint(self, endpoint_id: str) -> None:
+        self._send("DELETE", f"/v1/webhooks/endpoints/{endpoint_id}")
 
 
 def _query(mapping: DatasetMapping) -> list[tuple[str, str]]:

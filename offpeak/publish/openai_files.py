@@ -155,6 +155,7 @@ def write_files(db: Database, store: ObjectStore, batch: Batch, tally: batches.T
             files=files,
             output_file_id=output_file.id if output_file else None,
             error_file_id=error_file.id if error_file else None,
+            tally=tally,
             at=at,
         )
     finally:

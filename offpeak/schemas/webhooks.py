@@ -1,10 +1,10 @@
-"""What `GET /v1/webhooks/deliveries` answers: the key's recent delivery attempts."""
+"""The webhook objects of the API: the key's endpoints and its recent delivery attempts."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class WebhookDelivery(BaseModel):
@@ -32,3 +32,41 @@ class WebhookDeliveryList(BaseModel):
 
     object: Literal["list"] = "list"
     data: list[WebhookDelivery]
+
+
+class WebhookEndpointCreate(BaseModel):
+    """`POST /v1/webhooks/endpoints`: a URL for all of the key's events."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        max_length=2048,
+        description="Where to POST the events: https, resolving to a public address "
+        "(OFFPEAK_WEBHOOK_ALLOW_PRIVATE=true lifts this for local receivers).",
+    )
+    description: str | None = Field(None, max_length=500, description="A note for you.")
+
+
+class WebhookEndpoint(BaseModel):
+    """A URL that receives every event of the key's requests made alone and batches."""
+
+    id: str = Field(description="The endpoint's id.")
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    url: str = Field(description="Where the events are sent.")
+    description: str | None = Field(None, description="Your note.")
+    created_at: int = Field(description="When it was registered, in unix seconds.")
+
+
+class WebhookEndpointList(BaseModel):
+    """The key's webhook endpoints, oldest first."""
+
+    object: Literal["list"] = "list"
+    data: list[WebhookEndpoint]
+
+
+class WebhookEndpointDeleted(BaseModel):
+    """What removing an endpoint answers."""
+
+    id: str
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    deleted: Literal[True] = True

@@ -323,3 +323,32 @@ class WebhookAttempt(Base):
     outcome: Mapped[str] = mapped_column(String(16))  # delivered, retry, failed
 
     __table_args__ = (Index("ix_webhook_attempts_key_id", "key_id", "id"),)
+
+
+class WebhookEndpoint(Base):
+    """A URL a key registers for all its events (OpenAI's project-level webhooks): each
+    event of the key's requests made alone and of its batches goes there too."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_webhook_endpoints_key_id", "key_id", "id"),)
+
+
+class PlannedTime(Base):
+    """When the scheduler's latest plan expects the pending requests of one model whose
+    deadlines fall in one minute (the planner's unit of work) to start and complete."""
+
+    __tablename__ = "planned_times"
+
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expires_minute: Mapped[int] = mapped_column(Integer, primary_key=True)
+    expected_start_at: Mapped[int] = mapped_column(Integer)
+    # Null when the plan has no run length for it (the `immediate` policy).
+    expected_completion_at: Mapped[int | None] = mapped_column(Integer)
+    planned_at: Mapped[int] = mapped_column(Integer)

@@ -16,8 +16,10 @@ import pyarrow as pa
 from sqlalchemy import delete, select, update
 
 from offpeak.errors import NotFound
+from offpeak.events import openai as openai_events
 from offpeak.ingest.rows import metadata_json, request_table
 from offpeak.schemas import Status
+from offpeak.state.batches import Tally
 from offpeak.state.db import Database
 from offpeak.state.inserter import write_requests
 from offpeak.state.models import Batch, OpenAIFile, OpenAIView
@@ -155,11 +157,12 @@ def record_files(
     files: Sequence[OpenAIFile],
     output_file_id: str | None,
     error_file_id: str | None,
+    tally: Tally,
     at: int,
 ) -> bool:
     """Record an ended batch's output files and its final OpenAI status, once
     (compare-and-set: False if another process recorded them first, and then nothing
-    is written)."""
+    is written), with its event to the key's webhook endpoints."""
     with db.session(write=True) as session:
         result = session.execute(
             update(OpenAIView)
@@ -175,4 +178,5 @@ def record_files(
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
         session.add_all(files)
+        openai_events.add_batch_event(session, batch_id, tally, at)
     return True
