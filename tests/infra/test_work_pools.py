@@ -230,6 +230,20 @@ def test_the_other_deployments_are_those_of_prefect_yaml() -> None:
     assert tick.get("active", True)
 
 
+def test_runs_start_in_the_images_writable_workdir() -> None:
+    """With no pull step, `prefect deploy` has Kubernetes runs change to /opt/prefect (seen
+    deploying this file to a Prefect server), which offpeak's image lacks: the explicit
+    step names the image's WORKDIR, where both templates mount the data volume."""
+    (step,) = yaml.safe_load(K8S_YAML.read_text())["pull"]
+    directory = step["prefect.deployments.steps.set_working_directory"]["directory"]
+    dockerfile = (INFRA / "Dockerfile").read_text().splitlines()
+    assert directory == [line.split()[1] for line in dockerfile if line.startswith("WORKDIR ")][-1]
+    for kind in ("gpu", "cpu"):
+        job = json.loads((INFRA / "work-pools" / f"{kind}.json").read_text())
+        mounts = container(job["job_configuration"]["job_manifest"])["volumeMounts"]
+        assert {"name": "data", "mountPath": directory} in mounts, kind
+
+
 @pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS])
 def test_entrypoint_resolves_to_a_flow(deployment: dict[str, Any]) -> None:
     flow = load_flow_from_entrypoint(deployment["entrypoint"], use_placeholder_flow=False)
