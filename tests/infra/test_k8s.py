@@ -327,6 +327,8 @@ def test_prefect_reads_its_redis_and_postgresql_settings_as_configured(
     assert server.events.causal_ordering == "prefect_redis.ordering"
     assert server.concurrency.lease_storage == "prefect_redis.lease_storage"
     assert server.docket.url.startswith("redis://")
+    # The UI, reached through the guide's port-forward, calls the API there.
+    assert server.ui.api_url == "http://127.0.0.1:4200/api"
     for module in {
         server.events.messaging_broker,
         server.events.messaging_cache,
@@ -344,3 +346,4 @@ def test_the_guide_renders_and_applies_the_overlay_the_tests_render() -> None:
     assert f"kubectl kustomize {OVERLAY}" in guide
     assert f"kubectl apply -k {OVERLAY} -l '{MIGRATION_STEP}'" in guide
     assert f"kubectl apply -k {OVERLAY}\n" in guide
+    assert "kubectl -n offpeak port-forward svc/prefect-server 4200:4200" in guide
