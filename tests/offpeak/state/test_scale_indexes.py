@@ -6,6 +6,7 @@ when the query's conditions imply the partial index's predicate."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import Select, select
@@ -25,7 +26,7 @@ def pg(postgres_root: str) -> Iterator[Database]:
     database.dispose()
 
 
-def plan_of(db: Database, query: Select[tuple[object, ...]]) -> str:
+def plan_of(db: Database, query: Select[Any]) -> str:
     sql = query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
     with db.engine.connect() as connection:
         connection.exec_driver_sql("SET enable_seqscan = off")
@@ -71,12 +72,12 @@ def test_retention_pages_walk_ended_unpurged_requests_by_id(pg: Database) -> Non
 
 
 @pytest.mark.parametrize("column", [Request.segment, Request.result_key])
-def test_retention_finds_who_holds_an_object_by_index(pg: Database, column: object) -> None:
+def test_retention_finds_who_holds_an_object_by_index(pg: Database, column: Any) -> None:
     query = select(Request.id).where(
-        column.in_(["jobs/j/chunk-00000.parquet"]),  # type: ignore[attr-defined]
+        column.in_(["jobs/j/chunk-00000.parquet"]),
         Request.purged_at.is_(None),
     )
-    assert f"ix_requests_{column.key}" in plan_of(pg, query)  # type: ignore[attr-defined]
+    assert f"ix_requests_{column.key}" in plan_of(pg, query)
 
 
 def test_a_claim_adds_no_entry_to_the_pending_index(pg: Database) -> None:
