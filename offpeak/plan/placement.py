@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
     from offpeak.plan.planner import PlannerParams, Pool, WorkGroup
+    from offpeak.plan.targets import TargetJob
 
 HOUR = 3600.0
 _EPS = 1e-9
@@ -39,6 +40,10 @@ class Jobs:
     units: list[tuple[int, ...]]
     work: np.ndarray  # GPU-seconds
     deadline: np.ndarray  # hours from the current hour
+    # Divisible work's cell (pool, slot) from `offpeak.plan.targets`, or None, and how
+    # many jobs of that cell run side by side.
+    target: list[tuple[int, int] | None] = field(default_factory=list)
+    parallel: list[int] = field(default_factory=list)
 
 
 def cut_jobs(
@@ -47,24 +52,40 @@ def cut_jobs(
     params: PlannerParams,
     now_s: float,
     hour0: float,
+    targeted: Sequence[TargetJob] = (),
+    covered: set[tuple[int, int]] | frozenset[tuple[int, int]] = frozenset(),
 ) -> Jobs:
-    """Jobs from each group: units in deadline order, cut by size and by what the
-    earliest deadline of a job still allows on the fastest pool."""
+    """Jobs from each group: the ``targeted`` ones as they are, then the units not
+    ``covered`` by them in deadline order, cut by size and by what the earliest
+    deadline of a job still allows on the fastest pool."""
     fastest_gpus = max(p.gpus for p in pools)
     fastest_start = min(p.startup_seconds for p in pools)
     group: list[int] = []
     units: list[tuple[int, ...]] = []
     work: list[float] = []
     deadline: list[float] = []
+    target: list[tuple[int, int] | None] = []
+    parallel: list[int] = []
+    for t in targeted:
+        group.append(t.group)
+        units.append(t.units)
+        work.append(t.work)
+        deadline.append(t.deadline * HOUR + hour0)
+        target.append((t.pool, t.slot))
+        parallel.append(t.parallel)
     for gi, g in enumerate(groups):
         items = g.units
-        if len(items) == 1:
-            group.append(gi)
-            units.append((0,))
-            work.append(items[0].gpu_seconds)
-            deadline.append(items[0].expires_at - params.safety_margin_s)
+        left = [i for i in range(len(items)) if (gi, i) not in covered]
+        if not left:
             continue
-        order = sorted(range(len(items)), key=lambda i: items[i].expires_at)
+        if len(left) == 1:
+            i = left[0]
+            group.append(gi)
+            units.append((i,))
+            work.append(items[i].gpu_seconds)
+            deadline.append(items[i].expires_at - params.safety_margin_s)
+            continue
+        order = sorted(left, key=lambda i: items[i].expires_at)
         chunk: list[int] = []
         size = due = 0.0
         for i in order:
@@ -87,11 +108,15 @@ def cut_jobs(
             units.append(tuple(chunk))
             work.append(size)
             deadline.append(due)
+    target += [None] * (len(group) - len(target))
+    parallel += [1] * (len(group) - len(parallel))
     return Jobs(
         group,
         units,
         np.asarray(work, dtype=np.float64),
         (np.asarray(deadline, dtype=np.float64) - hour0) / HOUR,
+        target,
+        parallel,
     )
 
 
@@ -205,6 +230,13 @@ class Placement:
         self.deadline_l: list[float] = jobs.deadline.tolist()
         self.first_l: list[tuple[int, int]] = [divmod(k, slots) for k in self.first_choice.tolist()]
         self.seen_l: list[bool] = np.isfinite(self.score.min(axis=1)).tolist()
+        # Divisible work aims at its cell of the joint fill (`offpeak.plan.targets`),
+        # which weighs every unit's window and the room of each hour together.
+        for j, aim in enumerate(jobs.target):
+            if aim is None or aim[1] >= slots:
+                continue
+            if np.isfinite(self.score[j, aim[0] * slots + aim[1]]):
+                self.first_l[j] = aim
 
     def start_of(self, s: int) -> float:
         return self.off + s

@@ -57,6 +57,7 @@ from offpeak.catalog.pools import PoolSpec
 from offpeak.errors import ConfigError
 from offpeak.plan.placement import HOUR, Placement, cut_jobs
 from offpeak.plan.placement import window_integral as window_integral
+from offpeak.plan.targets import divisible_jobs
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,9 @@ class PlannedJob:
     expected_gco2e: float | None  # None where the forecast does not cover the run
     baseline_gco2e: float | None  # the same work run now in the default (first) pool
     reason: str  # cleanest | deadline | aggregating | no signal | capacity | late
+    # Jobs of this group planned side by side from the same pool and slot (elastic use
+    # of free places in a clean hour; each takes a deadline range of the units).
+    parallel: int = 1
 
     @property
     def count(self) -> int:
@@ -208,7 +212,8 @@ def plan(
     params = params or PlannerParams()
     now_s = now.timestamp()
     hour0 = math.floor(now_s / HOUR) * HOUR
-    jobs = cut_jobs(groups, pools, params, now_s, hour0)
+    targeted, covered = divisible_jobs(groups, pools, forecasts, busy or {}, params, now_s, hour0)
+    jobs = cut_jobs(groups, pools, params, now_s, hour0, targeted, covered)
     if len(jobs.work) == 0:
         return Plan(now, [], [], [])
     tick = Placement(jobs, pools, forecasts, params, busy or {}, (now_s - hour0) / HOUR)
@@ -261,6 +266,7 @@ def _plan_of(
             expected_gco2e=None if math.isnan(exp) else exp,
             baseline_gco2e=None if math.isnan(base) else base,
             reason=tick.reason[j],
+            parallel=tick.jobs.parallel[j],
         )
         if job.reason == "late":
             late.append(job)

@@ -116,6 +116,7 @@ class Outcome:
     kwh: float
     misses: int
     bound: bool = False  # optimal only: an LP lower bound, not a schedule
+    jobs: int = 0  # jobs run (stream workload), each paying a start-up
 
     @property
     def mean_intensity(self) -> float:
