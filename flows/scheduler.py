@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from offpeak.heartbeats import SCHEDULER, beat
+from tasks.progress import record_expected_times
 from tasks.publishing import publish_ready_batches
 from tasks.runtime import runtime
 from tasks.scheduling import (
@@ -46,6 +47,7 @@ def scheduler() -> dict[str, Any]:
     for stopped in recovered["relaunch"]:
         launch_job(stopped)
     planned = plan_launches()
+    record_expected_times(planned)  # read by the API: batches' and requests' expected_*_at
     launched = []
     for launch in planned.launches:
         opened = open_launch(launch)

@@ -21,6 +21,7 @@ from offpeak.publish.partial import partial_lines, pending_count
 from offpeak.schemas import BatchCreate, BatchObject, Status, StatusObject
 from offpeak.schemas.exxa import BatchUsage
 from offpeak.state import batches as state
+from offpeak.state import expectations
 from offpeak.state.keys import require_balance
 from offpeak.state.models import Batch
 from offpeak.state.requests import cancel_request
@@ -39,6 +40,7 @@ def _with_counts(services: ServicesDep, rows: list[Batch]) -> list[BatchObject]:
     ids = [b.id for b in rows]
     tallies = state.tallies(services.db, ids)
     carbon = state.batch_carbon(services.db, ids)
+    planned = expectations.for_batches(services.db, ids)
     return [
         batch_object(
             b,
@@ -48,6 +50,7 @@ def _with_counts(services: ServicesDep, rows: list[Batch]) -> list[BatchObject]:
                 prompt_tokens=tallies[b.id].prompt_tokens,
                 completion_tokens=tallies[b.id].completion_tokens,
             ),
+            planned.get(b.id, expectations.NOT_PLANNED).pair,
         )
         for b in rows
     ]

@@ -24,7 +24,9 @@ from offpeak.events.guard import check_webhook
 from offpeak.ingest.admit import admit, asked_tokens, estimate
 from offpeak.ingest.rows import request_row
 from offpeak.publish.objects import request_objects, status_object
-from offpeak.schemas import RequestCreate, RequestObject, Status, StatusObject
+from offpeak.schemas import RequestCreate, Status, StatusObject
+from offpeak.schemas.exxa import RequestProgress
+from offpeak.state import expectations
 from offpeak.state import requests as state
 
 router = APIRouter(
@@ -85,11 +87,17 @@ def list_requests(
     return jsonl([status_object(row) for row in page] for page in paged(fetch))
 
 
-@router.get("/{request_id}", response_model=RequestObject)
-def get_request(request_id: str, key: KeyDep, services: ServicesDep) -> RequestObject:
-    """One request in full: body, metadata, batch, and its result or error once ended."""
+@router.get("/{request_id}", response_model=RequestProgress)
+def get_request(request_id: str, key: KeyDep, services: ServicesDep) -> RequestProgress:
+    """One request in full: body, metadata, batch, its result or error once ended, and
+    while it waits, when the scheduler's plan expects it to run."""
     row = state.get_request(services.db, key.id, request_id)
-    return request_objects(services.store, [row])[0]
+    expected = expectations.for_request(services.db, row)
+    return RequestProgress(
+        **request_objects(services.store, [row])[0].model_dump(),
+        expected_start_at=expected.start_at,
+        expected_completion_at=expected.completion_at,
+    )
 
 
 @router.get("/{request_id}/status", response_model=StatusObject)

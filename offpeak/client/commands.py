@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,22 @@ def _tokens(batch: BatchObject) -> str:
     return f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens"
 
 
+def _clock(at: int) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _expected(batch: BatchObject) -> str:
+    """When the scheduler's plan expects the batch to start and end; empty when unplanned."""
+    if batch.status.is_final:
+        return ""
+    parts = []
+    if batch.expected_start_at is not None and not batch.request_counts.in_progress:
+        parts.append(f"expected start {_clock(batch.expected_start_at)}")
+    if batch.expected_completion_at is not None:
+        parts.append(f"expected completion {_clock(batch.expected_completion_at)}")
+    return ", ".join(parts)
+
+
 def _watch(client: OffpeakClient, batch: BatchObject, poll: float) -> BatchObject:
     with Progress(
         TextColumn("processing"),
@@ -83,6 +100,7 @@ def _watch(client: OffpeakClient, batch: BatchObject, poll: float) -> BatchObjec
         MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"),
         TextColumn("{task.fields[tokens]}"),
+        TextColumn("{task.fields[expected]}"),
         TimeElapsedColumn(),
         console=console,
         transient=True,
@@ -93,6 +111,7 @@ def _watch(client: OffpeakClient, batch: BatchObject, poll: float) -> BatchObjec
             completed=_ended(batch),
             status=batch.status,
             tokens=_tokens(batch),
+            expected=_expected(batch),
         )
 
         def update(current: BatchObject) -> None:
@@ -102,6 +121,7 @@ def _watch(client: OffpeakClient, batch: BatchObject, poll: float) -> BatchObjec
                 completed=_ended(current),
                 status=current.status,
                 tokens=_tokens(current),
+                expected=_expected(current),
             )
 
         return client.wait(batch.id, poll_seconds=poll, on_update=update)
@@ -110,10 +130,12 @@ def _watch(client: OffpeakClient, batch: BatchObject, poll: float) -> BatchObjec
 def _summary(batch: BatchObject) -> str:
     c = batch.request_counts
     name = batch.metadata.get("name")
+    expected = _expected(batch)
     return (
         f"{batch.id}  {batch.status}  {c.completed} completed, {c.failed} failed, "
         f"{c.cancelled} cancelled, {c.registered + c.in_progress} pending of {c.total}"
         + (f"  ({name})" if name else "")
+        + (f"  {expected}" if expected else "")
     )
 
 

@@ -31,6 +31,7 @@ from offpeak.schemas import (
     RequestObject,
     StatusObject,
 )
+from offpeak.schemas.exxa import RequestProgress
 from offpeak.schemas.webhooks import WebhookEndpoint, WebhookEndpointList
 
 UPLOAD_CHUNK = 1 << 20
@@ -174,8 +175,9 @@ class OffpeakClient:
             params["batch_id"] = batch_id
         return self._lines(RequestObject, "/v1/requests", **params)
 
-    def get_request(self, request_id: str) -> RequestObject:
-        return self._one(RequestObject, "GET", f"/v1/requests/{request_id}")
+    def get_request(self, request_id: str) -> RequestProgress:
+        """A request in full, with its expected times while it waits."""
+        return self._one(RequestProgress, "GET", f"/v1/requests/{request_id}")
 
     def request_status(self, request_id: str) -> StatusObject:
         return self._one(StatusObject, "GET", f"/v1/requests/{request_id}/status")

@@ -44,6 +44,7 @@ from offpeak.demo.display import (
     jobs_text,
     note,
 )
+from offpeak.demo.receiver import register_endpoint, show_webhooks, webhook_receiver
 from offpeak.demo.stack import HOST, Stack, cli, serve, tail
 from offpeak.demo.workload import WINDOW, DemoBatch, send_batch, send_singles
 from offpeak.engine.tiny import is_built
@@ -73,6 +74,9 @@ DEMO_SETTINGS = {
     # Prefect creates the runs of a new schedule on this loop (60s by default): the
     # scheduler's first run then comes within seconds, not up to a minute late.
     "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+    # The demo's webhook receiver listens on loopback, which webhooks may not reach
+    # unless this is set (tests and local use only).
+    "OFFPEAK_WEBHOOK_ALLOW_PRIVATE": "true",
 }
 STATUSES = ("registered", "in_progress", "completed", "failed")
 FINAL_RUN = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -227,7 +231,7 @@ def show_results(base_url: str, batches: list[DemoBatch], singles: list[str]) ->
 
 
 def summary(stack: Stack, db: Database, data_dir: Path, key_id: str) -> None:
-    header("8. Summary")
+    header("9. Summary")
     mine = Request.key_id == key_id
     with db.session() as session:
         counted = select(Request.status, func.count()).where(mine).group_by(Request.status)
@@ -340,20 +344,25 @@ def run(data_dir: Path, keep_dir: Path) -> None:
         stack.wait_healthy()
         note(f"API {stack.base_url}, Prefect UI {stack.prefect_ui}")
 
-        singles = send_singles(stack.base_url)
-        header("4. Two batches (steps 2 and 3: requests with a custom_id, then a batch)")
-        rng = random.Random(2024)
-        batches = [
-            send_batch(stack.base_url, "newsletter", 100, rng, bad=False),
-            send_batch(stack.base_url, "support", 90, rng, bad=True),
-        ]
-        show_day_plan(batches)
+        receiver_context = webhook_receiver(created["webhook_secret"])
         db = Database(f"sqlite:///{data_dir / 'offpeak.db'}")
         try:
-            wait_done(stack, db, batches, singles)
-            show_results(stack.base_url, batches, singles)
+            with receiver_context as receiver:
+                register_endpoint(env, stack, receiver)
+                own = receiver.url("/own")
+                singles = send_singles(stack.base_url, own)
+                header("4. Two batches (steps 2 and 3: requests with a custom_id, then a batch)")
+                rng = random.Random(2024)
+                batches = [
+                    send_batch(stack.base_url, "newsletter", 100, rng, bad=False, webhook=own),
+                    send_batch(stack.base_url, "support", 90, rng, bad=True, webhook=own),
+                ]
+                show_day_plan(batches)
+                wait_done(stack, db, batches, singles)
+                show_results(stack.base_url, batches, singles)
+                show_webhooks(receiver, len(singles) + len(batches))
             summary(stack, db, data_dir, created["id"])
-            header("9. Stop the stack (SIGINT, as Ctrl-C)")
+            header("10. Stop the stack (SIGINT, as Ctrl-C)")
             wait_flow_runs(stack, db, created["id"])
         finally:
             db.dispose()

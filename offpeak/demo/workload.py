@@ -52,8 +52,8 @@ TOO_LONG = "Summarise this meeting transcript: " + " ".join(
 # --- sending: the getting-started snippets ------------------------------------------------
 
 
-def send_singles(base_url: str) -> list[str]:
-    header("3. Single requests (getting started, step 2)")
+def send_singles(base_url: str, webhook: str) -> list[str]:
+    header("3. Single requests (getting started, step 2), each with a `webhook`")
     request_ids: list[str] = []
     for model, content in SINGLES:
         api_key = os.environ["EXXA_API_KEY"]
@@ -65,6 +65,7 @@ def send_singles(base_url: str) -> list[str]:
                 "messages": [{"role": "user", "content": content}],
             },
             "completion_window": WINDOW,
+            "webhook": webhook,
         }
 
         response = requests.post(url, headers=headers, json=payload)
@@ -104,7 +105,9 @@ def batch_payloads(name: str, count: int, rng: random.Random) -> list[dict[str, 
     return payloads
 
 
-def send_batch(base_url: str, name: str, count: int, rng: random.Random, bad: bool) -> DemoBatch:
+def send_batch(
+    base_url: str, name: str, count: int, rng: random.Random, bad: bool, webhook: str
+) -> DemoBatch:
     batch = DemoBatch(name)
     payloads = batch_payloads(name, count, rng)
     headers = {"X-API-Key": os.environ["EXXA_API_KEY"]}
@@ -136,6 +139,7 @@ def send_batch(base_url: str, name: str, count: int, rng: random.Random, bad: bo
     payload = {
         "requests_ids": list(batch.custom_ids),
         "metadata": {"batch_name": name},
+        "webhook": webhook,
     }
 
     response = requests.post(url, headers=headers, json=payload)

@@ -19,7 +19,7 @@ from offpeak.carbon.signal import AVERAGE, CarbonProvider, signal_of
 from offpeak.catalog.pools import PoolSpec, load_pools, pool_of_deployment
 from offpeak.plan.chart import chart_markdown
 from offpeak.plan.pending import PendingGroup, pending_groups
-from offpeak.plan.planner import pools_from_specs
+from offpeak.plan.planner import Plan, pools_from_specs
 from offpeak.plan.policy import POLICIES, Launch, Tick
 from offpeak.plan.report import plan_markdown
 from offpeak.services import Services
@@ -36,6 +36,10 @@ class Planned:
 
     launches: list[Launch]
     report: str  # per pool: the forecast, the chosen windows, the saving
+    # The whole plan (the carbon policy's; None for `immediate`) and the pending groups
+    # it was made from: where the expected times of waiting work come from.
+    plan: Plan | None = None
+    groups: Sequence[PendingGroup] = ()
 
 
 def forecast_hours(groups: Sequence[PendingGroup], at: datetime) -> int:
@@ -122,7 +126,7 @@ def decide(tick: Tick, policy: str) -> Planned:
         signal=tick.signal,
         chart=chart,
     )
-    return Planned(decision.launches, report)
+    return Planned(decision.launches, report, decision.plan, tick.groups)
 
 
 def plan_tick(services: Services, provider: CarbonProvider, at: datetime) -> Planned:

@@ -73,7 +73,9 @@ def batch_object(
     counts: RequestCounts,
     carbon: CarbonObject | None = None,
     usage: BatchUsage | None = None,
+    expected: tuple[int | None, int | None] = (None, None),
 ) -> BatchObject:
+    """``expected``: the plan's expected start and completion (offpeak.state.expectations)."""
     return BatchObject(
         **status_object(batch).model_dump(),
         metadata=batch.meta,
@@ -81,4 +83,6 @@ def batch_object(
         request_counts=counts,
         usage=usage or BatchUsage(),
         carbon=carbon,
+        expected_start_at=expected[0],
+        expected_completion_at=expected[1],
     )

@@ -107,6 +107,25 @@ class RequestObject(StatusObject):
     carbon: CarbonObject | None = None
 
 
+# When the scheduler's latest plan expects the work to run (an offpeak extension).
+EXPECTED_START = (
+    "When the scheduler's latest plan expects its (next) waiting requests to start, unix "
+    "seconds; null when not planned (not sealed yet, or ended)."
+)
+EXPECTED_COMPLETION = (
+    "When the scheduler's latest plan expects its last request to end, unix seconds; null "
+    "while some of its work is not planned or the plan has no run length for it."
+)
+
+
+class RequestProgress(RequestObject):
+    """`GET /v1/requests/{id}`: the request with its expected times (results lines are
+    plain request objects: their requests have ended)."""
+
+    expected_start_at: int | None = Field(None, description=EXPECTED_START)
+    expected_completion_at: int | None = Field(None, description=EXPECTED_COMPLETION)
+
+
 class RequestCounts(BaseModel):
     """How many of a batch's requests are in each status (an offpeak extension)."""
 
@@ -133,6 +152,8 @@ class BatchObject(StatusObject):
     request_counts: RequestCounts = Field(default_factory=RequestCounts)
     usage: BatchUsage = Field(default_factory=BatchUsage)
     carbon: CarbonObject | None = None
+    expected_start_at: int | None = Field(None, description=EXPECTED_START)
+    expected_completion_at: int | None = Field(None, description=EXPECTED_COMPLETION)
 
 
 class ModelCard(BaseModel):
