@@ -47,7 +47,8 @@ def scheduler() -> dict[str, Any]:
     for stopped in recovered["relaunch"]:
         launch_job(stopped)
     planned = plan_launches()
-    record_expected_times(planned)  # read by the API: batches' and requests' expected_*_at
+    # For the API's expected_*_at: progress only, so its failure must not stop the tick.
+    record_expected_times(planned, return_state=True)
     launched = []
     for launch in planned.launches:
         opened = open_launch(launch)

@@ -21,7 +21,7 @@ from offpeak.state.db import Database
 from offpeak.state.models import ApiKey, WebhookEvent
 from offpeak.state.requests import cancel_request, insert_requests, new_request_row
 from offpeak.storage import ObjectStore
-from tests.offpeak.events.conftest import Net
+from tests.offpeak.events.conftest import PUBLIC, Net
 from tests.offpeak.ingest.test_openai_files import COMPLETION, finish, make_batch
 from tests.utils.factories import request_create
 from tests.utils.webhook_receiver import webhook_receiver
@@ -32,7 +32,14 @@ ENDPOINT = "https://hooks.example/all"
 
 
 # Names resolve from this table only: no lookup leaves the machine.
-NAMES = Net(names={"hooks.example": ["93.184.215.14"]})
+NAMES = Net(
+    names={
+        "hooks.example": [PUBLIC],
+        "loopy.test": ["127.0.0.1"],
+        "intranet.test": ["10.1.2.3"],
+        "mixed.test": [PUBLIC, "192.168.1.10"],
+    }
+)
 
 
 def register(db: Database, key: ApiKey, url: str = ENDPOINT) -> str:
@@ -83,6 +90,10 @@ def test_a_key_has_at_most_ten_endpoints(db: Database, key: ApiKey) -> None:
         ("https://10.0.0.1/hook", "webhook_url_forbidden"),
         ("http://169.254.169.254/latest", "webhook_url_forbidden"),
         ("https://[::1]/hook", "webhook_url_forbidden"),
+        ("https://loopy.test/hook", "webhook_url_forbidden"),
+        ("https://intranet.test/hook", "webhook_url_forbidden"),
+        ("https://mixed.test/hook", "webhook_url_forbidden"),
+        ("http://hooks.example/hook", "webhook_url_insecure"),
         ("ftp://hooks.example/x", "webhook_url_invalid"),
     ],
 )
@@ -168,3 +179,19 @@ def test_each_target_gets_its_events_signed_and_in_order(db: Database, key: ApiK
         ids_all = {r.headers["webhook-id"] for r in receiver.at("/all")}
         assert len(ids_own) == len(ids_all) == 3 and not ids_own & ids_all
     assert all(ip == "127.0.0.1" for ip in net.connects)
+
+
+def test_an_endpoint_whose_name_now_resolves_privately_is_refused_at_delivery(
+    db: Database, key: ApiKey
+) -> None:
+    then = Net(names={"flip.test": [PUBLIC]})
+    endpoints.add(db, key.id, "https://flip.test/hook", AT, guard=then.guard())
+    at = now()
+    cancel_request(db, key.id, request(db, key, at=at), at)
+    later = Net(names={"flip.test": ["10.0.0.5"]})  # DNS changed; Net fails any connect
+    policy = Policy(timeout=2, base=0.001, cap=0.001)
+    assert deliver_pending(db, later.guard(), policy).failed == 1
+    assert later.connects == []
+    with db.session() as session:
+        [event] = session.scalars(select(WebhookEvent))
+    assert event.status == "failed"
