@@ -86,21 +86,25 @@ def webhook_receiver(secret: str) -> Iterator[Receiver]:
         thread.join()
 
 
-def show_events(receiver: Receiver, expected: int, timeout: float = 60.0) -> None:
-    """Wait for ``expected`` distinct events (the scheduler's tick delivers them), then
-    print each, verified; fail if one came with a bad signature or some never came."""
+def show_events(receiver: Receiver, expected: set[tuple[str, str]], timeout: float = 60.0) -> None:
+    """Wait until an event about each (path, object id) of ``expected`` has come (the
+    scheduler's tick delivers them), then print every event, verified; fail if one came
+    with a bad signature or some never came."""
     deadline = time.monotonic() + timeout
-    while len(receiver.unique()) < expected and time.monotonic() < deadline:
+
+    def missing() -> set[tuple[str, str]]:
+        return expected - {(e.path, e.body["data"]["id"]) for e in receiver.unique()}
+
+    while missing() and time.monotonic() < deadline:
         time.sleep(0.5)
-    events = sorted(receiver.unique(), key=lambda e: (e.path, e.webhook_id))
-    for event in events:
+    for event in sorted(receiver.unique(), key=lambda e: (e.path, e.webhook_id)):
         data = event.body["data"]
         note(f"POST {event.path:<5} {event.body['type']:<18} {data['id']} "
              f"({data['status']}, webhook-id {event.webhook_id}): signature verified")  # fmt: skip
     if receiver.refused:
         raise DemoError(f"events with a bad signature: {receiver.refused}")
-    if len(events) < expected:
-        raise DemoError(f"{len(events)} webhook events received of {expected}")
+    if left := missing():
+        raise DemoError(f"no webhook event came for {sorted(left)}")
 
 
 def register_endpoint(env: dict[str, str], stack: Stack, receiver: Receiver) -> None:
@@ -111,10 +115,10 @@ def register_endpoint(env: dict[str, str], stack: Stack, receiver: Receiver) -> 
     note(f"webhook endpoint {endpoint}: every event of this key goes there too")
 
 
-def show_webhooks(receiver: Receiver, objects: int) -> None:
-    """The events of the ``objects`` single requests and batches, each once per target
-    (a batch's event reports its requests)."""
+def show_webhooks(receiver: Receiver, object_ids: list[str]) -> None:
+    """The events of the single requests and batches ``object_ids``, each once per
+    target (a batch's event reports its requests)."""
     header("8. Webhooks: signed events, verified with standardwebhooks")
     note(f"receiver {receiver.url('/')}: /own is the objects' `webhook`, /all the key's "
          "endpoint; each target gets its own delivery")  # fmt: skip
-    show_events(receiver, 2 * objects)
+    show_events(receiver, {(path, i) for path in ("/own", "/all") for i in object_ids})

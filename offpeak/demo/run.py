@@ -360,7 +360,7 @@ def run(data_dir: Path, keep_dir: Path) -> None:
                 show_day_plan(batches)
                 wait_done(stack, db, batches, singles)
                 show_results(stack.base_url, batches, singles)
-                show_webhooks(receiver, len(singles) + len(batches))
+                show_webhooks(receiver, [*singles, *(b.id for b in batches)])
             summary(stack, db, data_dir, created["id"])
             header("10. Stop the stack (SIGINT, as Ctrl-C)")
             wait_flow_runs(stack, db, created["id"])
