@@ -55,11 +55,14 @@ fuzz: install postgres
 demo: install
 	$(BIN)/python -m offpeak.demo
 
-bench: install
+# scale.py starts its own PostgreSQL cluster and S3 server; pipeline.py `offpeak serve`.
+bench: install postgres
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/inference.py
 	$(BIN)/python bench/planner.py
 	$(BIN)/python bench/datasets.py
+	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/pipeline.py
 
 api: install
 	$(BIN)/offpeak api

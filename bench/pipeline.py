@@ -56,6 +56,7 @@ def _inference_bench() -> Any:
     spec = importlib.util.spec_from_file_location("bench_inference", ROOT / "bench/inference.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -242,8 +243,11 @@ def main() -> None:
     from offpeak.demo.stack import cli, serve
 
     bench = _inference_bench()
+    from offpeak.engine.vllm_engine import ENV_DEFAULTS
+
     os.environ.update(
         {
+            **ENV_DEFAULTS,  # in-process engine core, 1 GiB KV cache: as ChatEngine sets them
             "HF_HUB_OFFLINE": "1",
             "VLLM_CACHE_ROOT": str(KEEP_DIR / "cache" / "vllm"),
             "VLLM_LOGGING_LEVEL": "ERROR",
@@ -271,7 +275,7 @@ def main() -> None:
                 )
                 convs = bench.conversations(n, args.seed + n)
                 ours[n] = run_offpeak(stack, env, created["key"], created["id"], convs, bench)
-                print(f"  offpeak {n}: {ours[n]['wall']:.1f} s", file=sys.stderr)
+                print(f"  offpeak {n}: {json.dumps(ours[n])}", file=sys.stderr)
     raw = {}
     for n in sizes:
         raw[n] = run_raw(bench, bench.conversations(n, args.seed + n), KEEP_DIR / "models")
