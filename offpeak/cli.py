@@ -280,7 +280,36 @@ def seal() -> None:
     "trace (BR, US-CAL-CISO, DE, US-TEX-ERCO, ES, GB, NO); one pool each, the first is "
     "the default pool. Repeatable. [default: DE]",
 )
+@click.option(
+    "--workload",
+    type=click.Choice(["jobs", "stream"]),
+    default="jobs",
+    show_default=True,
+    help="jobs: a year of indivisible GPU jobs; stream: the service's small requests "
+    "(--rate), planned by the scheduler's carbon policy.",
+)
 @click.option("--jobs", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="GPU_S_PER_HOUR",
+    help="Stream workload: GPU-seconds of requests arriving per hour (Poisson).",
+)
+@click.option("--diurnal", is_flag=True, help="Stream workload: the rate follows the day.")
+@click.option(
+    "--startup-seconds",
+    type=click.FloatRange(min=0, max=3600, max_open=True),
+    default=30.0,
+    show_default=True,
+    help="Stream workload: engine start-up per job (energy and GPU time).",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Stream workload: replay only the traces' first days. [default: all]",
+)
 @click.option(
     "--deadline", default="24h", show_default=True, help="Deadline after arrival: 30m, 6h, 3d."
 )
@@ -294,7 +323,7 @@ def seal() -> None:
     "--capacity",
     type=click.IntRange(min=1),
     default=None,
-    help="Concurrent jobs per pool. [default: unlimited]",
+    help="Concurrent jobs per pool (GPUs per pool for the stream). [default: unlimited]",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
@@ -306,7 +335,12 @@ def seal() -> None:
 )
 def simulate(
     traces: tuple[str, ...],
+    workload: str,
     jobs: int,
+    rate: float | None,
+    diurnal: bool,
+    startup_seconds: float,
+    days: int | None,
     deadline: str,
     forecast: str,
     capacity: int | None,
@@ -316,21 +350,41 @@ def simulate(
 ) -> None:
     """Replay a year of grid carbon intensity and compare launch policies."""
     from offpeak.plan import simulate as sim
+    from offpeak.plan import stream
     from offpeak.schemas import window_seconds
 
     try:
         deadline_h = window_seconds(deadline) / 3600
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--deadline") from None
-    report = sim.simulate(
-        [sim.resolve_trace(t) for t in traces or ("DE",)],
-        jobs=jobs,
-        deadline_h=deadline_h,
-        forecast=forecast,
-        capacity=capacity,
-        seed=seed,
-    )
-    if plot is not None:
+    resolved = [sim.resolve_trace(t) for t in traces or ("DE",)]
+    report: sim.Report | stream.StreamReport
+    if workload == "stream":
+        if rate is None:
+            raise click.BadParameter("the stream workload needs a rate", param_hint="--rate")
+        if plot is not None:
+            raise click.BadParameter("plots are for the jobs workload", param_hint="--plot")
+        report = stream.simulate_stream(
+            resolved,
+            rate=rate,
+            diurnal=diurnal,
+            deadline_h=deadline_h,
+            forecast=forecast,
+            capacity=capacity,
+            startup_s=startup_seconds,
+            seed=seed,
+            days=days,
+        )
+    else:
+        report = sim.simulate(
+            resolved,
+            jobs=jobs,
+            deadline_h=deadline_h,
+            forecast=forecast,
+            capacity=capacity,
+            seed=seed,
+        )
+    if plot is not None and isinstance(report, sim.Report):
         sim.plot(report, plot)
     if as_json:
         click.echo(json.dumps(report.to_json()))

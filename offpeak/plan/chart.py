@@ -45,12 +45,17 @@ def draw(
         hours = [hour0 + timedelta(hours=h) for h in range(len(series) + 1)]
         if len(series):
             ax.stairs(series, hours, color="tab:green", label="forecast")
+        side: dict[tuple[str, object], int] = {}  # jobs side by side: one label, "x k"
         for job in (j for j in plan.jobs if j.pool == pool.name):
             gco2e = job.expected_gco2e if job.expected_gco2e is not None else job.baseline_gco2e
             height = gco2e / job.kwh if gco2e is not None and job.kwh > 0 else 0.0
             color = "tab:red" if job.reason == "late" else "tab:blue"
             middle = job.start + (job.end - job.start) / 2
-            ax.annotate(job.group, (middle, height), ha="center", va="bottom", fontsize=6)
+            seen = side.get((job.group, job.start), 0)
+            side[(job.group, job.start)] = seen + 1
+            if not seen:
+                label = job.group + (f" x{job.parallel}" if job.parallel > 1 else "")
+                ax.annotate(label, (middle, height), ha="center", va="bottom", fontsize=6)
             ax.bar(
                 job.start, height, width=job.end - job.start, align="edge", color=color, alpha=0.5
             )

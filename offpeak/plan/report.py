@@ -52,6 +52,10 @@ def _saving(jobs: Sequence[PlannedJob]) -> str:
     )
 
 
+def _why(job: PlannedJob) -> str:
+    return f"{job.reason}, 1 of {job.parallel} side by side" if job.parallel > 1 else job.reason
+
+
 def requests_of(job: PlannedJob, groups: Mapping[str, PendingGroup]) -> int:
     units = groups[job.group].units
     return sum(units[i].count for i in job.units)
@@ -111,9 +115,16 @@ def plan_markdown(
             f"| {j.group} | {requests_of(j, by_group):,} | "
             f"{'now' if j.start <= now else _when(j.start, now)} | {_when(j.end, now)} | "
             f"{_when(j.deadline, now)} | {_gco2e(j.expected_gco2e)} | "
-            f"{_gco2e(j.baseline_gco2e)} | {j.reason} |"
+            f"{_gco2e(j.baseline_gco2e)} | {_why(j)} |"
             for j in sorted(jobs, key=lambda j: j.start)
         ]
+        wide = max(j.parallel for j in jobs)
+        if wide > 1:
+            lines += [
+                "",
+                f"Elastic: up to {wide} jobs side by side in the clean hours, each with a "
+                "range of deadlines, rather than one long job.",
+            ]
         lines += ["", f"Expected saving in this pool: {_saving(jobs)}."]
     return "\n".join(lines) + "\n"
 

@@ -327,9 +327,11 @@ class StreamReport:
 
     def notes(self) -> list[str]:
         opt = self.outcomes.get("optimal")
-        if opt is not None and opt.bound:
-            return ["optimal: the MILP did not finish in time; its LP relaxation is a lower bound"]
-        return []
+        if opt is None:
+            return []
+        if opt.bound:
+            return ["optimal: a lower bound (the MILP did not finish in time; its relaxation)"]
+        return ["optimal: exact (HiGHS; an LP when there is no start-up)"]
 
     def heading(self) -> str:
         return f"{self.world.describe()}, forecast {self.forecast}"

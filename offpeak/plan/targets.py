@@ -87,27 +87,26 @@ def divisible_jobs(
     ends = np.where(latest - off < params.forecast_margin_s / HOUR, np.minimum(ends, 1), ends)
     ends = np.clip(ends, 0, cells.slots)
     cells.leave(min(float(work.max()), HOUR / 4))
-    coming, coming_ends = _expected(work, ends, cells.slots)
-    amount = cells.fill(np.concatenate([work, coming]), np.concatenate([ends, coming_ends]))
+    amount = cells.fill(work, ends)
 
     order = np.lexsort((np.arange(len(refs)), due))
     order = order[ends[order] > 0]  # due within this clock hour: the default cut's
     cell_of = _assign(work[order], amount)
-    kept: dict[tuple[int, int, int], list[int]] = {}
+    kept: dict[int, dict[tuple[int, int], list[int]]] = {}
     for k, i in enumerate(order.tolist()):
         if cell_of[k] < 0:
             continue
         p, s = divmod(int(cell_of[k]), cells.slots)
-        kept.setdefault((refs[i][0], p, s), []).append(i)
+        kept.setdefault(refs[i][0], {}).setdefault((s, p), []).append(i)
 
     jobs: list[TargetJob] = []
-    for gi in sorted({g for g, _, _ in kept}):
-        runs = sorted(((s, p, idx) for (g, p, s), idx in kept.items() if g == gi))
+    for gi in sorted(kept):
+        runs = sorted((s, p, idx) for (s, p), idx in kept[gi].items())
         runs = _merged(_waiting(runs, work, ends, cells, params), work, due, cells, params)
         for s, p, idx in runs:
             units = [refs[i][1] for i in idx]
             jobs += _split(gi, p, s, idx, units, work, due, cells, params)
-    covered = {refs[i] for idx in kept.values() for i in idx}
+    covered = {refs[i] for cells_of in kept.values() for idx in cells_of.values() for i in idx}
     return jobs, covered
 
 
@@ -168,22 +167,6 @@ class _Cells:
             amount[p, s] = x
             taken_from[: s + 1] += x
         return amount
-
-
-def _expected(work: np.ndarray, ends: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
-    """The work still to come, for the fill to leave room for: a steady stream keeps
-    arriving at the rate its recent hours of deadline show (their median: a one-off
-    batch expects nothing more), each hour's due a window after it. It comes after
-    everything pending, so it is given the clean hours the pending work can spare."""
-    window = int(ends.max(initial=0))
-    if window < 2:
-        return np.zeros(0), np.zeros(0, dtype=np.int64)
-    recent = np.bincount(ends, weights=work, minlength=window + 1)[max(1, window - 6) : window]
-    rate = float(np.median(recent))
-    if rate <= 0:
-        return np.zeros(0), np.zeros(0, dtype=np.int64)
-    k = np.arange(1, window + 1)
-    return np.full(len(k), rate), np.minimum(window + k, slots)
 
 
 def _assign(work: np.ndarray, amount: np.ndarray) -> np.ndarray:
@@ -281,15 +264,18 @@ def _split(
     gpus, startup = cells.gpus[p], cells.startup[p]
     most = max(1, min(int(cells.places[p, s]), len(idx)))
     least = max(1, math.ceil(total / params.max_job_gpu_s))
-    ks = np.arange(least, max(least, most) + 1)
-    hours = (startup + total / ks / gpus) / HOUR
-    begin = np.full(len(ks), cells.off if s == 0 else float(s))
-    mean = window_integral(cells.series[p], begin, hours) / np.maximum(hours, _EPS)
-    cost = np.where(np.isfinite(mean), (total + ks * startup * gpus) * mean, np.inf)
-    # The fewest jobs among the (nearly) cheapest: each one more is a start-up more.
     best = least
-    if np.isfinite(cost.min()):
-        best = int(ks[np.flatnonzero(cost <= cost.min() * (1 + 1e-9))[0]])
+    begin = cells.off if s == 0 else float(s)
+    # Within the slot's clock hour every run has that hour's intensity: more jobs would
+    # only add start-ups. Past it, more jobs side by side may stay in the clean hour.
+    if begin + (startup + total / least / gpus) / HOUR > s + 1 + _EPS and most > least:
+        ks = np.arange(least, most + 1)
+        hours = (startup + total / ks / gpus) / HOUR
+        mean = window_integral(cells.series[p], np.full(len(ks), begin), hours) / hours
+        cost = np.where(np.isfinite(mean), (total + ks * startup * gpus) * mean, np.inf)
+        # The fewest jobs among the (nearly) cheapest: each one more is a start-up more.
+        if np.isfinite(cost.min()):
+            best = int(ks[np.flatnonzero(cost <= cost.min() * (1 + 1e-9))[0]])
     # Contiguous deadline ranges of about equal work.
     share = np.cumsum(w) - w / 2
     part = np.minimum((share / total * best).astype(np.int64), best - 1) if total > 0 else None

@@ -1,0 +1,144 @@
+"""Divisible work in the planner: each unit gets the clean hours of its own window, the
+pools' room shared out jointly, and free places run jobs side by side."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from offpeak.catalog.models import ModelRegistry
+from offpeak.config import Settings
+from offpeak.plan.chart import draw
+from offpeak.plan.pending import PendingGroup, PendingUnit
+from offpeak.plan.planner import PlannerParams, Pool, Work, WorkGroup, plan
+from offpeak.plan.policy import Tick, carbon
+from offpeak.plan.report import plan_markdown
+
+NOW = datetime(2022, 3, 1, 9, 0, tzinfo=UTC)
+HOUR = 3600.0
+EXACT = PlannerParams(safety_margin_s=0.0)
+
+
+def pool(jobs: int = 1, startup: float = 0.0, name: str = "a", zone: str = "DE") -> Pool:
+    return Pool(name, f"infer-{name}", zone, 1, 700.0, 1.2, jobs, startup)
+
+
+def stream(hours: range, per_hour: float, window: float = 24.0) -> WorkGroup:
+    """A unit a minute for each hour of ``hours`` back (their arrivals), ``window`` due."""
+    units = [
+        Work(NOW.timestamp() + (window - h) * HOUR + m * 60, per_hour / 60)
+        for h in hours
+        for m in range(60)
+    ]
+    return WorkGroup("m", sorted(units, key=lambda u: u.expires_at))
+
+
+def starts(result: object) -> list[float]:
+    return sorted((j.start - NOW).total_seconds() / HOUR for j in result.jobs)  # type: ignore[attr-defined]
+
+
+def test_younger_work_keeps_the_clean_hour_of_its_own_window() -> None:
+    # Arrived 20 h ago (due in 4 h) and just now (due in 24 h): clean at +2 h and, much
+    # cleaner, at +10 h. One job of the earliest deadline would take +2 h for both.
+    forecast = np.full(25, 400.0)
+    forecast[2], forecast[10] = 200.0, 50.0
+    units = [Work(NOW.timestamp() + 4 * HOUR, 300.0), Work(NOW.timestamp() + 24 * HOUR, 300.0)]
+    group = WorkGroup("m", units)
+    result = plan(NOW, [group], [pool(startup=0.0)], {"DE": forecast}, params=EXACT)
+    assert [(j.units, (j.start - NOW) / timedelta(hours=1)) for j in result.jobs] == [
+        ((0,), 2.0),
+        ((1,), 10.0),
+    ]
+
+
+def test_a_stream_fills_the_clean_hours_within_capacity_and_deadlines() -> None:
+    forecast = 300.0 + 200.0 * np.sin(np.arange(25) / 24 * 2 * np.pi)  # clean from +12 h
+    group = stream(range(1, 24), 3000.0)  # 23 h of arrivals, 19 GPU-hours in all
+    result = plan(NOW, [group], [pool(jobs=2, startup=60.0)], {"DE": forecast}, params=EXACT)
+    assert result.late == []
+    assert sorted(i for j in result.jobs for i in j.units) == list(range(len(group.units)))
+    for job in result.jobs:
+        assert job.end <= job.deadline + timedelta(seconds=1)
+    held = np.zeros(30, dtype=int)  # jobs per clock hour: never above the two places
+    for job in result.jobs:
+        first = int((job.start - NOW) / timedelta(hours=1))
+        last = int(np.ceil((job.end - NOW) / timedelta(hours=1) - 1e-9))
+        held[first : max(last, first + 1)] += 1
+    assert held.max() <= 2
+    # What may wait for the trough (from +12 h) waits for it.
+    for job in result.jobs:
+        if job.deadline >= NOW + timedelta(hours=20):
+            assert job.start >= NOW + timedelta(hours=12)
+
+
+def test_free_places_run_jobs_side_by_side_in_a_clean_hour() -> None:
+    forecast = np.full(25, 400.0)
+    forecast[6] = 100.0  # one clean hour; the hours around it dirty
+    group = stream(range(10, 14), 2700.0)  # 3 GPU-hours due in 10-14 h
+    result = plan(NOW, [group], [pool(jobs=4, startup=30.0)], {"DE": forecast}, params=EXACT)
+    clean = [j for j in result.jobs if (j.start - NOW) == timedelta(hours=6)]
+    assert len(clean) >= 3 and {j.parallel for j in clean} == {len(clean)}
+    assert all(j.end <= NOW + timedelta(hours=7) for j in clean)
+    # Each takes a range of deadlines, the ranges in order and apart.
+    ranges = sorted((min(j.units), max(j.units)) for j in clean)
+    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    # On a flat forecast nothing is gained by more start-ups: one job.
+    flat = plan(NOW, [group], [pool(jobs=4, startup=30.0)], {"DE": np.full(25, 300.0)})
+    assert {j.parallel for j in flat.jobs} == {1}
+
+
+def test_small_work_now_waits_for_a_nearly_as_clean_hour_to_share_a_start_up() -> None:
+    forecast = np.full(25, 300.0)
+    forecast[0], forecast[5] = 200.0, 210.0
+    tiny = WorkGroup("m", [Work(NOW.timestamp() + 20 * HOUR + i, 20.0) for i in range(3)])
+    result = plan(NOW, [tiny], [pool(startup=120.0)], {"DE": forecast}, params=EXACT)
+    (job,) = result.jobs
+    assert job.reason == "aggregating" and job.start == NOW + timedelta(hours=5)
+    # Much cleaner now than later: it runs now, start-up and all.
+    forecast[0] = 50.0
+    (now,) = plan(NOW, [tiny], [pool(startup=120.0)], {"DE": forecast}, params=EXACT).launch
+    assert now.units == (0, 1, 2)
+
+
+def test_side_by_side_jobs_launch_disjoint_deadline_ranges_and_show_in_the_report() -> None:
+    t0 = int(NOW.timestamp())
+    units = tuple(
+        PendingUnit(t0 + 12 * 3600 + 60 * m, t0 + 12 * 3600 + 60 * m + 30, 50, 360_000)
+        for m in range(60)
+    )  # 3000 requests, 3 GPU-hours of tiny-chat at 2000 tokens/s
+    group = PendingGroup("tiny-chat", ("tiny-chat",), units)
+    forecast = np.full(13, 400.0)
+    forecast[0] = 80.0  # clean now
+    pools = [Pool("local", "inference/local", "GB", max_concurrent_jobs=4, startup_seconds=30)]
+    tick = Tick(
+        NOW,
+        [group],
+        pools,
+        ModelRegistry.load(Settings().models_path),
+        5000,
+        {"GB": forecast},
+    )
+    decision = carbon(tick)
+    assert len(decision.launches) >= 3
+    ranges = sorted(launch.expires_between for launch in decision.launches)  # type: ignore[type-var]
+    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # type: ignore[index]
+    assert sum(launch.max_requests for launch in decision.launches) == 3000
+    text = plan_markdown(decision.plan, [group], pools, {"GB": forecast}, {"GB": "replay"})
+    assert f"1 of {len(decision.launches)} side by side" in text and "Elastic:" in text
+    labels = [t.get_text() for t in draw(decision.plan, pools, {"GB": forecast}).axes[0].texts]  # type: ignore[arg-type]
+    assert labels == [f"tiny-chat x{len(decision.launches)}"]
+
+
+@pytest.mark.parametrize("minute", [0, 25])
+def test_units_due_this_hour_are_left_to_the_default_cut(minute: int) -> None:
+    now = NOW + timedelta(minutes=minute)
+    units = [Work(now.timestamp() + 1800, 600.0), Work(now.timestamp() + 20 * HOUR, 600.0)]
+    forecast = np.full(25, 300.0)
+    forecast[8] = 100.0
+    result = plan(now, [WorkGroup("m", units)], [pool()], {"DE": forecast}, params=EXACT)
+    (due,) = [j for j in result.jobs if j.units == (0,)]
+    assert due.start == now and due.end <= due.deadline
+    (later,) = [j for j in result.jobs if j.units == (1,)]
+    assert later.start == now + timedelta(hours=8)
