@@ -3,6 +3,7 @@ pools' room shared out jointly, and free places run jobs side by side."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -83,7 +84,7 @@ def test_free_places_run_jobs_side_by_side_in_a_clean_hour() -> None:
     assert all(j.end <= NOW + timedelta(hours=7) for j in clean)
     # Each takes a range of deadlines, the ranges in order and apart.
     ranges = sorted((min(j.units), max(j.units)) for j in clean)
-    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges))
     # On a flat forecast nothing is gained by more start-ups: one job.
     flat = plan(NOW, [group], [pool(jobs=4, startup=30.0)], {"DE": np.full(25, 300.0)})
     assert {j.parallel for j in flat.jobs} == {1}
@@ -123,7 +124,7 @@ def test_side_by_side_jobs_launch_disjoint_deadline_ranges_and_show_in_the_repor
     decision = carbon(tick)
     assert len(decision.launches) >= 3
     ranges = sorted(launch.expires_between for launch in decision.launches)  # type: ignore[type-var]
-    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # type: ignore[index]
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges))  # type: ignore[index]
     assert sum(launch.max_requests for launch in decision.launches) == 3000
     text = plan_markdown(decision.plan, [group], pools, {"GB": forecast}, {"GB": "replay"})
     assert f"1 of {len(decision.launches)} side by side" in text and "Elastic:" in text
