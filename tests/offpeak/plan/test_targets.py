@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from offpeak.catalog.models import ModelRegistry
 from offpeak.config import Settings
@@ -143,3 +145,49 @@ def test_units_due_this_hour_are_left_to_the_default_cut(minute: int) -> None:
     assert due.start == now and due.end <= due.deadline
     (later,) = [j for j in result.jobs if j.units == (1,)]
     assert later.start == now + timedelta(hours=8)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    limits=st.lists(st.integers(1, 3), min_size=1, max_size=2),
+    units=st.lists(
+        st.tuples(st.floats(0.5, 30.0), st.floats(10.0, 1500.0)), min_size=2, max_size=40
+    ),
+    forecasts=st.lists(st.lists(st.floats(0.0, 800.0), max_size=32), min_size=2, max_size=2),
+    minute=st.integers(0, 59),
+    startup=st.sampled_from([0.0, 120.0]),
+)
+def test_divisible_work_respects_capacity_and_keeps_its_deadlines(
+    limits: list[int],
+    units: list[tuple[float, float]],
+    forecasts: list[list[float]],
+    minute: int,
+    startup: float,
+) -> None:
+    now = NOW + timedelta(minutes=minute)
+    hour0 = NOW.timestamp()
+    group = WorkGroup("m", [Work(hour0 + due * HOUR, work) for due, work in units])
+    pools = [pool(n, startup, f"p{i}", f"Z{i}") for i, n in enumerate(limits)]
+    result = plan(
+        now, [group], pools, {f"Z{i}": np.array(f) for i, f in enumerate(forecasts)}, params=EXACT
+    )
+    assert sorted(i for j in result.jobs for i in j.units) == list(range(len(units)))
+    held = {p.name: np.zeros(200, dtype=int) for p in pools}
+    for job in result.jobs:
+        first = int((job.start - NOW) / timedelta(hours=1))
+        last = int(np.ceil((job.end - NOW) / timedelta(hours=1) - 1e-9))
+        held[job.pool][first : max(last, first + 1)] += 1
+    for p in pools:
+        assert held[p.name].max() <= p.max_concurrent_jobs
+    for job in [*result.launch, *result.later]:
+        assert job.end <= job.deadline + timedelta(seconds=1) and job.start >= now
+    # Whatever one job per unit could do on time, the plan does on time too.
+    alone = plan(
+        now,
+        [WorkGroup(f"u{i}", [u]) for i, u in enumerate(group.units)],
+        pools,
+        {},
+        params=EXACT,
+    )
+    if not alone.late:
+        assert result.late == []
