@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install postgres promtool kustomize test test-fast fuzz lint demo bench api serve clean
+.PHONY: install postgres promtool netns kustomize test test-fast fuzz lint demo bench api serve clean
 
 install: $(STAMP)
 
@@ -30,6 +30,13 @@ promtool:
 	  { echo "installing promtool (Debian package prometheus)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# The distributed tests (tests/distributed) run Redis (Prefect's messaging) and make
+# their hosts with `ip netns`: install Debian's redis-server and iproute2 if absent.
+netns:
+	@command -v redis-server >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 || \
+	  { echo "installing redis-server and iproute2 (Debian packages)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server iproute2 >/dev/null; }
+
 # The infra tests render infra/k8s with kustomize v5, built into kubectl (the machines'
 # kubectl package; Debian's kubernetes-client is too old to read components and labels).
 kustomize:
@@ -41,7 +48,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install postgres promtool kustomize lint
+test: install postgres promtool kustomize netns lint
 	$(BIN)/pytest
 
 # The tests that need no service (no PostgreSQL, S3 server, Prefect server or vLLM).

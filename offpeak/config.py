@@ -212,6 +212,11 @@ class Settings(BaseSettings):
     job_max_attempts: Annotated[int, Field(gt=0)] = Field(
         3, description="Launches of a job before its unfinished requests fail."
     )
+    job_lease_seconds: Annotated[int, Field(ge=5)] = Field(
+        60,
+        description="Seconds a job's run holds it without a heartbeat (renewed every third of "
+        "it): a run silent longer (killed, paused, cut off) has its job taken over.",
+    )
     work_pool: str = Field("local", description="Prefect work pool `offpeak serve` runs.")
     webhook_allow_private: bool = Field(
         False,

@@ -186,6 +186,13 @@ class Conflict(OffpeakError):
     code = "conflict"
 
 
+class JobLeaseLost(Conflict):
+    """Another run holds the job (its lease is live, or took over after ours expired):
+    this run stops, leaving the job to that one."""
+
+    code = "job_lease_lost"
+
+
 class ResultExpired(OffpeakError, LookupError):
     """What was asked for existed but retention removed it (``result_expired``): a
     batch's results, a file's content. The object's status and metadata stay."""

@@ -98,6 +98,10 @@ def launch_job(job_id: str) -> str:
         db,
         job_id,
         status=JobStatus.LAUNCHED,
+        # A run still holding the job (a relaunch after its lease expired) loses it at
+        # its next heartbeat and stops; the new run takes the job.
+        lease_owner=None,
+        lease_expires_at=None,
         flow_run_id=str(flow_run.id),
         launched_at=now(),
         attempts=attempt,
@@ -124,7 +128,11 @@ def recover_jobs() -> dict[str, list[str]]:
     rt = runtime()
     jobs = state.active_jobs(rt.db)
     decided = recovery(
-        jobs, {job.id: _run_state(job) for job in jobs}, rt.settings.job_max_attempts
+        jobs,
+        {job.id: _run_state(job) for job in jobs},
+        rt.settings.job_max_attempts,
+        now(),
+        rt.settings.job_lease_seconds,
     )
     for job_id, reason in decided.fail:
         state.fail_job(rt.db, job_id, ErrorCode.JOB_FAILED, reason, now())

@@ -21,17 +21,18 @@ from offpeak.errors import ObjectExists
 from offpeak.ingest.segments import read_segment
 from offpeak.run.chunk_files import chunk_key, encode_results, outcomes, read_results, result_rows
 from offpeak.run.launch import read_manifest
+from offpeak.run.lease import JobLease
 from offpeak.schemas import (
     ChatCompletionRequest,
     EmbeddingRequest,
     ErrorCode,
     ErrorInfo,
-    JobStatus,
     ManifestRow,
     ResultRow,
 )
 from offpeak.state import jobs as state
 from offpeak.state.db import Database
+from offpeak.state.models import Job
 from offpeak.storage import ObjectStore
 
 # The request body each kind of model takes, as stored in the segments.
@@ -106,21 +107,46 @@ class JobRunner:
         started = time.monotonic()
         job = state.get_job(self.db, job_id)
         report = JobReport(job_id)
-        state.update_job(
-            self.db,
-            job_id,
-            status=JobStatus.RUNNING,
-            started_at=now(),
-            runner=f"{socket.gethostname()}:{os.getpid()}",
-        )
+        lease = JobLease(self.db, job_id, self.settings.job_lease_seconds)
+        lease.take(runner=f"{socket.gethostname()}:{os.getpid()}")
+        try:
+            self._run_chunks(job, lease, report, progress)
+            report.wall_seconds = time.monotonic() - started
+            state.update_job(
+                self.db,
+                job_id,
+                ended_at=now(),
+                prompt_tokens=report.prompt_tokens,
+                completion_tokens=report.completion_tokens,
+                wall_seconds=report.wall_seconds,
+                startup_seconds=report.engine_start_seconds,
+            )
+            if self._account is not None:
+                lease.check()
+                self._account(job_id)
+            lease.complete()
+        finally:
+            lease.release()
+        return report
+
+    def _run_chunks(
+        self,
+        job: Job,
+        lease: JobLease,
+        report: JobReport,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        job_id = job.id
         chunks = split(read_manifest(self.store, job), self.settings.chunk_size)
         for index, chunk in enumerate(chunks):
+            lease.check()  # taken over (this run was silent too long): stop here
             key = chunk_key(job_id, index)
             if self.store.exists(key):
                 rows = read_results(self.store, key)
                 report.chunks_skipped += 1
             else:
                 rows = self._run_chunk(job_id, key, chunk, report)
+            lease.check()  # its file is saved: the run that took over applies it
             state.apply_outcomes(self.db, job_id, key, outcomes(rows), now())
             report.chunks += 1
             report.requests += len(rows)
@@ -128,20 +154,6 @@ class JobRunner:
             report.completion_tokens += sum(r.completion_tokens for r in rows)
             if progress:
                 progress(index + 1, len(chunks))
-        report.wall_seconds = time.monotonic() - started
-        state.update_job(
-            self.db,
-            job_id,
-            ended_at=now(),
-            prompt_tokens=report.prompt_tokens,
-            completion_tokens=report.completion_tokens,
-            wall_seconds=report.wall_seconds,
-            startup_seconds=report.engine_start_seconds,
-        )
-        if self._account is not None:
-            self._account(job_id)
-        state.update_job(self.db, job_id, status=JobStatus.COMPLETED)
-        return report
 
     def close(self) -> None:
         if self._engine is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 
 from offpeak.errors import NotFound
 from offpeak.events import outbox
@@ -144,6 +144,76 @@ def active_jobs(db: Database) -> list[Job]:
 def update_job(db: Database, job_id: str, **values: Any) -> None:
     with db.session(write=True) as session:
         session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def claim_job(db: Database, job_id: str, owner: str, at: int, lease: int, runner: str) -> bool:
+    """Take an active job for the run ``owner`` until ``at + lease``: only when no other
+    run's lease is live (compare-and-set), so a job is run by one run at a time. The
+    job becomes `running`. False when another run holds it, or it has ended."""
+    with db.session(write=True) as session:
+        result = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status.in_(ACTIVE_JOB_STATUSES),
+                or_(
+                    Job.lease_owner.is_(None),
+                    Job.lease_owner == owner,
+                    Job.lease_expires_at < at,
+                ),
+            )
+            .values(
+                status=JobStatus.RUNNING,
+                lease_owner=owner,
+                lease_expires_at=at + lease,
+                started_at=at,
+                runner=runner,
+            )
+        )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def renew_lease(db: Database, job_id: str, owner: str, until: int) -> bool:
+    """Extend ``owner``'s lease of an active job; False when it is no longer ``owner``'s
+    (another run took the job over) or the job ended."""
+    with db.session(write=True) as session:
+        result = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.lease_owner == owner,
+                Job.status.in_(ACTIVE_JOB_STATUSES),
+            )
+            .values(lease_expires_at=until)
+        )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def complete_job(db: Database, job_id: str, owner: str) -> bool:
+    """Mark the job completed and release its lease, if ``owner`` still holds it."""
+    with db.session(write=True) as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == owner)
+            .values(status=JobStatus.COMPLETED, lease_expires_at=None)
+        )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def holds_lease(db: Database, job_id: str, owner: str) -> bool:
+    """Whether ``owner`` still holds the job."""
+    with db.session() as session:
+        return session.scalar(select(Job.lease_owner).where(Job.id == job_id)) == owner
+
+
+def release_lease(db: Database, job_id: str, owner: str) -> None:
+    """Give up ``owner``'s lease (its run ends short), so the next run need not wait."""
+    with db.session(write=True) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
 
 
 def in_progress_ids(db: Database, job_id: str, ids: Sequence[str]) -> set[str]:

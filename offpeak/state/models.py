@@ -175,6 +175,10 @@ class Job(Base):
     wall_seconds: Mapped[float | None] = mapped_column(Float)
     # The engine's start-up within this job; 0 when the runner's engine was up already.
     startup_seconds: Mapped[float | None] = mapped_column(Float)
+    # The run holding the job and until when (unix s): a run takes the job only when no
+    # other run's lease is live, and renews it while it runs (offpeak.run.lease).
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     pool: Mapped[str | None] = mapped_column(String(200))
     zone: Mapped[str | None] = mapped_column(String(64))

@@ -44,3 +44,28 @@ def test_a_job_out_of_attempts_fails_saying_how_its_last_run_ended() -> None:
 def test_a_run_that_completed_without_completing_its_job_counts_as_stopped() -> None:
     decided = recovery([job("a", JobStatus.RUNNING, 1)], {"a": "completed"}, max_attempts=1)
     assert decided.fail == [("a", "job a stopped 1 times (last run completed)")]
+
+
+def test_a_running_job_whose_lease_expired_is_taken_over_whatever_its_run_says() -> None:
+    silent = job("silent", JobStatus.RUNNING, 1)
+    silent.lease_expires_at = 100
+    alive = job("alive", JobStatus.RUNNING, 1)
+    alive.lease_expires_at = 200
+    states = {"silent": "running", "alive": "running"}
+    decided = recovery([silent, alive], states, max_attempts=3, at=150, lease=30)
+    assert decided.relaunch == ["silent"]
+    spent = job("spent", JobStatus.RUNNING, 3)
+    spent.lease_expires_at = 100
+    assert recovery([spent], {}, max_attempts=3, at=150).fail == [
+        ("spent", "job spent stopped 3 times (last run silent)")
+    ]
+
+
+def test_a_launched_job_no_run_took_in_three_leases_is_launched_again() -> None:
+    stuck = job("stuck", JobStatus.LAUNCHED, 1)
+    stuck.launched_at = 0
+    starting = job("starting", JobStatus.LAUNCHED, 1)
+    starting.launched_at = 50
+    states = {"stuck": "pending", "starting": "pending"}
+    decided = recovery([stuck, starting], states, max_attempts=3, at=100, lease=30)
+    assert decided.relaunch == ["stuck"]
