@@ -148,14 +148,21 @@ def _expired_requests(retention: int, at: int) -> ColumnElement[bool]:
 
 
 def _holders(
-    db: Database, column: InstrumentedAttribute[str | None], keys: set[str]
+    db: Database, column: InstrumentedAttribute[str | None], keys: set[str], page: Sequence[str]
 ) -> dict[str, list[str]]:
-    """For each object key, the requests not yet purged that live in it."""
-    holders: dict[str, list[str]] = {key: [] for key in keys}
-    query = select(column, Request.id).where(column.in_(keys), Request.purged_at.is_(None))
+    """For each object key, a request not purged yet that lives in it and is not in
+    ``page`` (none: only the page's requests still hold it); what :func:`deletable`
+    needs. One indexed probe per key (ix_requests_segment, ix_requests_result_key):
+    fetching every holder would read a whole segment's requests for each page of it."""
+    holders: dict[str, list[str]] = {}
     with db.session() as session:
-        for key, rid in session.execute(query):
-            holders[key].append(rid)
+        for key in sorted(keys):
+            other = session.scalar(
+                select(Request.id)
+                .where(column == key, Request.purged_at.is_(None), Request.id.not_in(page))
+                .limit(1)
+            )
+            holders[key] = [other] if other else []
     return holders
 
 
@@ -185,7 +192,7 @@ def _collect_requests(
         (Request.result_key, {res for _, _, res in page if res}),
     ):
         if keys:
-            _delete(store, deletable(_holders(db, column, keys), ids), done)
+            _delete(store, deletable(_holders(db, column, keys, ids), ids), done)
     with db.session(write=True) as session:
         session.execute(update(Request).where(Request.id.in_(ids)).values(purged_at=at, body=None))
     done.requests += len(ids)
