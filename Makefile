@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install postgres promtool netns kustomize test test-fast fuzz lint demo bench api serve clean
+.PHONY: install postgres promtool netns kustomize docker image test test-fast fuzz lint demo bench api serve clean
 
 install: $(STAMP)
 
@@ -43,12 +43,36 @@ kustomize:
 	@kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v5' || \
 	  { echo "kubectl with kustomize v5 (kubectl 1.27 or newer) is needed to render infra/k8s"; exit 1; }
 
+# The image test starts its own Docker engine and makes its base image with debootstrap;
+# install Debian's docker.io and debootstrap if absent.
+docker:
+	@command -v dockerd >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 || \
+	  { echo "installing docker.io and debootstrap (Debian packages)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io debootstrap >/dev/null; }
+
+# One image for every role (infra/Dockerfile): `make image` for the CPU build; for GPUs,
+# `make image IMAGE=offpeak:gpu IMAGE_EXTRAS=gpu BASE_IMAGE=<a CUDA base with apt>`.
+# TORCH_WHEELS names an image holding the CPU torch wheel under /wheels, where PyTorch's
+# CPU index is out of reach (the image test does that).
+DOCKER ?= docker
+IMAGE ?= offpeak:cpu
+IMAGE_EXTRAS ?= cpu
+BASE_IMAGE ?= python:3.11-slim-bookworm
+TORCH_WHEELS ?= torch-index
+# Behind a TLS-inspecting proxy: the PEM bundle of CA certificates pip should trust.
+CA_BUNDLE ?=
+comma := ,
+image:
+	DOCKER_BUILDKIT=1 $(DOCKER) build --network host -f infra/Dockerfile -t $(IMAGE) \
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg EXTRAS=$(IMAGE_EXTRAS) \
+	  --build-arg TORCH_WHEELS=$(TORCH_WHEELS) $(if $(CA_BUNDLE),--secret id=ca-bundle$(comma)src=$(CA_BUNDLE)) .
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install postgres promtool kustomize netns lint
+test: install postgres promtool kustomize docker netns lint
 	$(BIN)/pytest
 
 # The tests that need no service (no PostgreSQL, S3 server, Prefect server or vLLM).
