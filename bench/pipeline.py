@@ -182,28 +182,25 @@ def stages(
     end: float,
     jobs: list[dict[str, Any]],
 ) -> dict[str, float]:
-    """Where the wall time went, in order (seconds; each from the end of the one before).
-
-    The database's times are whole seconds; the job's engine start-up and run time are its
-    own measurements, so `flow run start` is the time from launch to the job's engine
-    starting, less nothing the job itself counts."""
+    """Where the wall time went, in order (seconds, each from the end of the one before):
+    stage times as this process saw them in the database (every POLL seconds), the
+    job's engine start-up as the runner measured it."""
     startup = max((j["startup_seconds"] or 0.0) for j in jobs) if jobs else 0.0
-    running = max((j["wall_seconds"] or 0.0) for j in jobs) if jobs else 0.0
     opened = seen.get("opened", batched)
     launched = seen.get("launched", opened)
-    ran = seen.get("ran", launched)
+    started = seen.get("started", launched)
+    ran = seen.get("ran", started)
     published = seen.get("published", ran)
-    run_span = ran - launched  # launch -> last result applied, seen from here
     return {
         "submission (POSTs + batch)": batched - start,
         "sealing and scheduling (to job opened)": opened - batched,
         "  of which sealing (to last request sealed)": max(
             seen.get("sealed", batched) - batched, 0.0
         ),
-        "job launch (opened -> launched)": launched - opened,
-        "flow-run start (launched -> runner up)": max(run_span - running, 0.0),
+        "job launch (opened -> flow run created)": launched - opened,
+        "flow-run start (to the runner holding the job)": started - launched,
         "engine start": startup,
-        "generation (job wall - engine start)": running - startup,
+        "generation (to last result, less engine start)": ran - started - startup,
         "publishing (last result -> JSONL written)": published - ran,
         "fetching the JSONL": end - published,
     }
@@ -306,7 +303,7 @@ def report(
               f"({ours[n]['jobs']} job(s); raw vLLM: {raw[n]['start']:.1f} s engine start, "
               f"{raw[n]['generate']:.1f} s generation):")  # fmt: skip
         for stage, seconds in ours[n]["stages"].items():
-            print(f"  {stage:<46} {seconds:7.1f} s")
+            print(f"  {stage:<48} {seconds:7.1f} s")
     print(
         f"target: >= {TARGET} of raw vLLM's output tokens/s: "
         + (f"reached at {reached:,} requests" if reached else "not reached at these sizes")
