@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 import uuid
@@ -16,6 +17,19 @@ from offpeak.config import Settings, load_settings
 from offpeak.state.db import Database
 from offpeak.storage import LocalStore, ObjectStore, S3Store
 from tests.utils.services import PrefectServer, moto_server, postgres_server
+
+# The network guard (tests/netguard/sitecustomize.py) in this process and, through
+# PYTHONPATH, in every Python process the tests start: no DNS query and no connection
+# leaves loopback; a refused connection is logged and fails the run at its end.
+NETGUARD = Path(__file__).parent / "netguard"
+NETGUARD_LOG = Path(tempfile.mkdtemp(prefix="offpeak-netguard-")) / "refused.log"
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(NETGUARD), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
+os.environ["OFFPEAK_TEST_NETGUARD_LOG"] = str(NETGUARD_LOG)
+_guard = importlib.util.spec_from_file_location("netguard", NETGUARD / "sitecustomize.py")
+assert _guard and _guard.loader
+_guard.loader.exec_module(importlib.util.module_from_spec(_guard))
 
 _prefect: PrefectServer | None = None
 _services = ExitStack()  # what the session started outside fixtures
@@ -68,10 +82,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         _prefect = PrefectServer(PREFECT_HOME, new_postgres_database(database))
 
 
-def pytest_sessionfinish() -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
     if _prefect is not None:
         _prefect.stop()
     _services.close()
+    if NETGUARD_LOG.exists() and (refused := NETGUARD_LOG.read_text()):
+        print(f"\nThe network guard refused connections off loopback:\n{refused}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
