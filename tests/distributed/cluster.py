@@ -38,7 +38,7 @@ class Tuning:
     """The stack's knobs the scenarios depend on."""
 
     scheduler_interval: int = 4
-    job_max_requests: int = 1500
+    job_max_requests: int = 5000
     chunk_size: int = 100
     job_lease_seconds: int = 15
     standin_seconds: float = 0.01  # the stand-in engine's time per request
@@ -83,7 +83,16 @@ class Cluster:
     # --- environments ---------------------------------------------------------------------
 
     def base_env(self) -> dict[str, str]:
-        keep = ("PATH", "LANG", "LC_ALL", "TZ")
+        keep = (
+            "PATH",
+            "LANG",
+            "LC_ALL",
+            "TZ",
+            "PYTHONPATH",
+            "OFFPEAK_TEST_NETS",
+            "OFFPEAK_TEST_NETGUARD_LOG",
+            "OFFPEAK_TEST_NETGUARD",
+        )
         return {
             **{k: v for k, v in os.environ.items() if k in keep},
             "HOME": str(self.root),
@@ -322,7 +331,7 @@ class Cluster:
                 f"{host.address}:{PREFECT_PORT}",
                 *backends,
             ],
-            {**self.base_env(), "PYTHONPATH": str(PROJECT)},
+            {**self.base_env(), "PYTHONPATH": f"{os.environ.get('PYTHONPATH', '')}:{PROJECT}"},
         )
         url = f"{self.prefect_api}/health"
         wait_for(lambda: httpx.get(url, timeout=2).status_code == 200, "the balancer")
@@ -361,6 +370,7 @@ class Cluster:
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
             # The stand-in engine's switch (standin/sitecustomize.py), read at each job.
             "PYTHONPATH": f"{PROJECT / 'tests' / 'distributed' / 'standin'}:{PROJECT}",
+            # (that sitecustomize loads the network guard's, which it shadows)
             "OFFPEAK_TEST_ENGINE_SWITCH": str(self.engine_switch),
             "OFFPEAK_TEST_STANDIN_SECONDS": str(self.tuning.standin_seconds),
         }

@@ -23,6 +23,9 @@ from pathlib import Path
 
 SUBNET = "10.77.0"  # a /24 of the private range, used only on the harness's bridge
 PREFIX = 24
+# The tests' network guard (tests/netguard) lets this process and its children reach
+# the harness's hosts, and nothing else off loopback.
+os.environ["OFFPEAK_TEST_NETS"] = f"{SUBNET}.0/{PREFIX}"
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

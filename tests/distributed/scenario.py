@@ -94,7 +94,9 @@ def run_scenario(
                                dataset_rows=dataset_rows)  # fmt: skip
         if fault:
             recovery["acks"] = _ack_gap(submitted)
+        print(f"\n  {submitted.total} acknowledged after {time.monotonic() - started:.0f} s")
         wait_all_ended(db, submitted, timeout)
+        print(f"  all ended after {time.monotonic() - started:.0f} s")
         if injector:
             injector.join(120)
             assert not injector.is_alive(), "the fault never completed"

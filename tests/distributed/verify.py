@@ -52,9 +52,11 @@ def check_exactly_once(
             assert statuses == {"completed": len(ids)}, statuses
             keys_by_id.update({r.id: r.key_id for r in rows})
         key_ids = set(keys_by_id.values())
-        # Nothing accepted beyond what was acknowledged (a retried create made one row).
+        # Nothing accepted beyond what was acknowledged (a retried create made one row),
+        # but for creates whose key a killed replica still claims, retried under a new key.
         stored = session.scalar(select(func.count()).where(Request.key_id.in_(key_ids)))
-        assert stored == len(keys_by_id), f"{stored} rows for {len(keys_by_id)} acknowledged"
+        extra = (stored or 0) - len(keys_by_id)
+        assert 0 <= extra <= submitted.abandoned, f"{stored} rows, {len(keys_by_id)} acknowledged"
         result_keys = dict(
             session.execute(
                 select(Request.id, Request.result_key).where(Request.key_id.in_(key_ids))
@@ -83,14 +85,27 @@ def check_exactly_once(
 
 def _check_batches(db: Database, urls: list[str], submitted: Submitted, hooks: Hooks) -> None:
     all_batches = {b for bs in submitted.batches.values() for b in bs}
-    with db.session() as session:
-        members: dict[str, set[str]] = {}
-        for batch_id, rid in session.execute(
-            select(Request.batch_id, Request.id).where(Request.batch_id.in_(all_batches))
-        ):
-            members.setdefault(batch_id, set()).add(rid)
-        status = dict(session.execute(select(Batch.id, Batch.status)).all())
-    assert {status[b] for b in all_batches} == {"completed"}
+    # Published after their last job ends (by that job's flow or the next tick).
+    deadline = time.monotonic() + 90
+    while True:
+        with db.session() as session:
+            status = dict(
+                session.execute(
+                    select(Batch.id, Batch.status).where(Batch.id.in_(all_batches))
+                ).all()
+            )
+            members: dict[str, set[str]] = {}
+            for batch_id, rid in session.execute(
+                select(Request.batch_id, Request.id).where(Request.batch_id.in_(all_batches))
+            ):
+                members.setdefault(batch_id, set()).add(rid)
+        counts = Counter(status.values())
+        if counts == {"completed": len(all_batches)}:
+            break
+        assert time.monotonic() < deadline and not counts.keys() - {"completed", "in_progress"}, (
+            f"batches: {dict(counts)}"
+        )
+        time.sleep(1)
     # The webhook of each hooked batch: one event, however many times it was delivered.
     deadline = time.monotonic() + 60
     while any(len(hooks.events.get(b, ())) != 1 for b in submitted.hooked):
@@ -114,7 +129,8 @@ def _check_isolation(api: Failover, key: str, submitted: Submitted) -> None:
     listed = api.call("GET", "/v1/requests")
     assert listed.status_code == 200
     ids = {json.loads(line)["id"] for line in listed.text.splitlines() if line}
-    assert ids == submitted.requests[key]
+    assert ids >= submitted.requests[key]
+    assert len(ids - submitted.requests[key]) <= submitted.abandoned
     for other, their in submitted.requests.items():
         if other != key:
             rid = next(iter(their))

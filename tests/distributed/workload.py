@@ -25,6 +25,7 @@ import httpx
 MODELS = ("llama-3.1-8b-instruct-fp16", "llama-3.1-70b-instruct-fp16")
 WINDOW = "15m"  # short: the carbon policy cannot wait for a cleaner hour
 CREDITS = Decimal(100)
+ABANDON_AFTER = 10.0  # seconds a client waits on a key a killed replica claimed
 
 
 class Failover:
@@ -36,12 +37,14 @@ class Failover:
         self._turn = 0
         self._clients = [httpx.Client(base_url=u, timeout=30) for u in base_urls]
         self.failovers = 0
+        self.abandoned = 0  # creates given up after a killed replica's claim
 
     def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"X-API-Key": self.key, **kwargs.pop("headers", {})}
         if method == "POST":
             headers.setdefault("Idempotency-Key", uuid.uuid4().hex)
         deadline = time.monotonic() + self.patience
+        claimed = None  # since when a dead replica's claim blocks the key
         self._turn += 1
         attempt = 0
         while True:
@@ -49,8 +52,19 @@ class Failover:
             attempt += 1
             try:
                 response = client.request(method, path, headers=headers, **kwargs)
-                if response.status_code < 500:
+                # A claim a killed replica left on the key answers 409 in progress until
+                # its lease runs out: a retry then does the work (or replays it).
+                in_progress = response.status_code == 409 and "in_progress" in response.text
+                if response.status_code < 500 and not in_progress:
                     return response
+                if in_progress:
+                    claimed = claimed or time.monotonic()
+                    if time.monotonic() - claimed > ABANDON_AFTER:
+                        # The claim outlives us (its lease is long): a new key, so a
+                        # new create; the first may exist, never acknowledged.
+                        headers["Idempotency-Key"] = uuid.uuid4().hex
+                        claimed = None
+                        self.abandoned += 1
             except httpx.TransportError:
                 pass
             self.failovers += 1
@@ -99,6 +113,7 @@ class Submitted:
     requests: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     batches: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     hooked: set[str] = field(default_factory=set)  # batches with our webhook
+    abandoned: int = 0  # creates retried under a new key (never acknowledged)
     acked_at: list[float] = field(default_factory=list)  # monotonic times of acks
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -132,7 +147,7 @@ def submit_mix(
     per_batch: int,
     file_lines: int,
     dataset_rows: int,
-    threads: int = 8,
+    threads: int = 16,
 ) -> Submitted:
     """Send the mix; returns what was acknowledged (everything, or it raises)."""
     done = Submitted()
@@ -172,6 +187,7 @@ def submit_mix(
     _openai_batch(clients[keys[0]], keys[0], file_lines, done)
     _dataset(clients[keys[-1]], keys[-1], dataset_rows, done)
     for client in clients.values():
+        done.abandoned += client.abandoned
         client.close()
     return done
 

@@ -9,11 +9,18 @@ fit the test budget. The two-pool run uses real vLLM.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from pathlib import Path
 
 SWITCH = os.environ.get("OFFPEAK_TEST_ENGINE_SWITCH")
+# First on PYTHONPATH, this module shadows the tests' network guard: load it too.
+_GUARD = Path(__file__).resolve().parents[2] / "netguard" / "sitecustomize.py"
+if _GUARD.is_file():
+    _spec = importlib.util.spec_from_file_location("netguard", _GUARD)
+    if _spec and _spec.loader:
+        _spec.loader.exec_module(importlib.util.module_from_spec(_spec))
 
 
 def _install() -> None:
