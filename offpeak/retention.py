@@ -160,6 +160,9 @@ def _holders(
             other = session.scalar(
                 select(Request.id)
                 .where(column == key, Request.purged_at.is_(None), Request.id.not_in(page))
+                # In id order, so the planner walks the (key, id) index rather than scan
+                # the table for a row it expects to find at once.
+                .order_by(Request.id)
                 .limit(1)
             )
             holders[key] = [other] if other else []

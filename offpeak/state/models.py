@@ -123,7 +123,8 @@ class Request(Base):
             postgresql_where=text("status = 'registered'"),
         ),
         # Retention's work (offpeak.retention): requests ended and not purged yet, and
-        # which of those still live in a segment or a chunk file (else a scan per page).
+        # which of those still live in a segment or a chunk file, in id order (its probe
+        # for another holder walks from the segment's first id, never the whole table).
         Index(
             "ix_requests_ended",
             "id",
@@ -133,12 +134,14 @@ class Request(Base):
         Index(
             "ix_requests_segment",
             "segment",
+            "id",
             sqlite_where=text("segment IS NOT NULL AND purged_at IS NULL"),
             postgresql_where=text("segment IS NOT NULL AND purged_at IS NULL"),
         ),
         Index(
             "ix_requests_result_key",
             "result_key",
+            "id",
             sqlite_where=text("result_key IS NOT NULL AND purged_at IS NULL"),
             postgresql_where=text("result_key IS NOT NULL AND purged_at IS NULL"),
         ),

@@ -94,3 +94,34 @@ def test_a_claim_adds_no_entry_to_the_pending_index(pg: Database) -> None:
             "WHERE indexrelid = 'ix_requests_pending'::regclass"
         ).scalar()
     assert predicate == "((status)::text = 'registered'::text)"
+
+
+def test_the_probe_for_another_holder_uses_the_index_on_real_statistics(pg: Database) -> None:
+    # A LIMIT 1 probe for a common value invites a table scan that expects a match at
+    # once; for a segment at the end of the table that scan reads all of it, per page.
+    with pg.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO api_keys (id, name, key_hash, prefix, credits_usd, created_at) "
+            "VALUES ('k', 'k', 'h', 'p', 1, 0)"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO requests (id, key_id, status, model, completion_window, metadata, "
+            "segment, created_at, expires_at, ended_at) "
+            "SELECT lpad(to_hex(i), 24, '0'), 'k', 'completed', 'm', '24h', '{}', "
+            "'segments/' || (i / 5000), 0, 0, 1 FROM generate_series(0, 19999) AS i"
+        )
+        connection.exec_driver_sql("ANALYZE requests")
+        page = [f"{i:024x}" for i in range(15000, 16000)]
+        query = (
+            select(Request.id)
+            .where(
+                Request.segment == "segments/3",
+                Request.purged_at.is_(None),
+                Request.id.not_in(page),
+            )
+            .order_by(Request.id)
+            .limit(1)
+        )
+        sql = query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+        plan = "\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + str(sql)))
+    assert "ix_requests_segment" in plan, plan

@@ -38,7 +38,7 @@ def upgrade() -> None:
             held = sa.text(f"{column} IS NOT NULL AND purged_at IS NULL")
             batch_op.create_index(
                 f"ix_requests_{column}",
-                [column],
+                [column, "id"],
                 unique=False,
                 sqlite_where=held,
                 postgresql_where=held,
