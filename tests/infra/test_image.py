@@ -78,6 +78,13 @@ def image(docker_host: str) -> str:
     started = time.monotonic()
     subprocess.run(args, env=docker_env(docker_host), check=True, timeout=3000)
     print(f"image built in {time.monotonic() - started:.0f}s")
+    # The engine's data root is kept across runs: drop what earlier builds left behind
+    # (images a rebuild untagged, cache beyond what a rebuild of this image needs).
+    for prune in (
+        ["image", "prune", "--force"],
+        ["builder", "prune", "--force", "--keep-storage", "10GB"],
+    ):
+        run([DOCKER, *prune], env=docker_env(docker_host))
     return IMAGE
 
 
@@ -181,7 +188,7 @@ def api(deployment: Deployment) -> Iterator[str]:
         wait_for(up, "the API in its container", timeout=120)
         yield base_url
     finally:
-        deployment.docker("rm", "--force", name)
+        deployment.docker("rm", "--force", "--volumes", name)
 
 
 @pytest.fixture(scope="module")
@@ -325,7 +332,7 @@ def test_inference_job_runs_from_the_image(
             state = wait_final(flow_run.id, timeout=900)
         logs = deployment.logs(worker)
     finally:
-        deployment.docker("rm", "--force", worker)
+        deployment.docker("rm", "--force", "--volumes", worker)
     assert state.is_completed(), f"{state}\n{logs[-4000:]}"
     assert jobs.get_job(deployment.db, job.id).status == JobStatus.COMPLETED
     with httpx.Client(base_url=api, headers={"X-API-Key": key}) as client:
