@@ -172,23 +172,29 @@ def _holders(
 def _collect_requests(
     db: Database, store: ObjectStore, retention: int, at: int, done: Collected, after: str
 ) -> str | None:
-    """One page of expired requests past ``after`` in id order: their lone objects
-    deleted, the page marked. The last id of the page (None: no more pages).
+    """The expired requests among the next PAGE ended ones past ``after`` in id order:
+    their lone objects deleted, they marked. The last id looked at (None: no more).
 
-    Keyset pagination, on the index of ended requests not purged (ix_requests_ended):
-    ended requests kept for longer (their batch open, or its lifetime not over) are
-    walked past once per run, not once per page."""
-    query = (
-        select(Request.id, Request.segment, Request.result_key)
-        .outerjoin(Batch, Batch.id == Request.batch_id)
-        .where(Request.id > after, _expired_requests(retention, at))
+    A window of the index of ended requests not purged (ix_requests_ended) first, then
+    the expiry test on it: asked in one query with its join to the batches, the planner
+    joins every ended request and sorts them for each page. Requests kept for longer
+    (their batch open, or its lifetime not over) are walked past once per run."""
+    window = (
+        select(Request.id)
+        .where(Request.id > after, Request.ended_at.is_not(None), Request.purged_at.is_(None))
         .order_by(Request.id)
         .limit(PAGE)
     )
     with db.session() as session:
-        page = session.execute(query).all()
-    if not page:
-        return None
+        looked = list(session.scalars(window))
+        if not looked:
+            return None
+        page = session.execute(
+            select(Request.id, Request.segment, Request.result_key)
+            .outerjoin(Batch, Batch.id == Request.batch_id)
+            .where(Request.id.in_(looked), _expired_requests(retention, at))
+            .order_by(Request.id)
+        ).all()
     ids = [rid for rid, _, _ in page]
     for column, keys in (
         (Request.segment, {seg for _, seg, _ in page if seg}),
@@ -196,10 +202,13 @@ def _collect_requests(
     ):
         if keys:
             _delete(store, deletable(_holders(db, column, keys, ids), ids), done)
-    with db.session(write=True) as session:
-        session.execute(update(Request).where(Request.id.in_(ids)).values(purged_at=at, body=None))
+    if ids:
+        with db.session(write=True) as session:
+            session.execute(
+                update(Request).where(Request.id.in_(ids)).values(purged_at=at, body=None)
+            )
     done.requests += len(ids)
-    return ids[-1]
+    return str(looked[-1])
 
 
 def _collect_files(

@@ -143,3 +143,28 @@ def test_a_batch_of_its_own_retention_goes_early_and_an_open_batch_never(
     assert rows[short].purged_at is not None and rows[still_open].purged_at is None
     segment = rows[still_open].segment
     assert segment and store.exists(segment) and segment not in done.objects
+
+
+def test_a_window_without_expired_requests_does_not_end_the_run(
+    db: Database,
+    store: ObjectStore,
+    job_settings: Settings,
+    key: ApiKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Windows of one ended request: the first holds only one kept longer, yet the
+    # expired ones after it are collected in the same run.
+    monkeypatch.setattr("offpeak.retention.PAGE", 1)
+    kept, a, b = _ran(db, store, job_settings, key, 3)
+    batch = create_batch(db, key.id, BatchCreate(requests_ids=[a, b]), now())
+    publish_batch(db, store, batch)
+    start = now()
+    with db.session(write=True) as session:
+        session.execute(update(Batch).where(Batch.id == batch.id).values(ended_at=start))
+        session.execute(update(Request).where(Request.id == kept).values(ended_at=start + DAY))
+
+    done = collect(db, store, RETENTION, start + RETENTION)
+
+    assert done.requests == 2
+    rows = _rows(db, [kept, a, b])
+    assert rows[kept].purged_at is None and rows[a].purged_at == rows[b].purged_at
