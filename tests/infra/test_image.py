@@ -1,5 +1,5 @@
 """The container image (infra/Dockerfile): built as `make image` builds it, then run as an
-operator runs it, against the test run's PostgreSQL and S3 server.
+operator runs it, against the test run's PostgreSQL, S3 and Prefect servers.
 
 The image is built on a Debian bookworm base made here (no registry is reachable), by a
 Docker engine started here with the host's network only: the containers reach PostgreSQL,
