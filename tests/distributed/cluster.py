@@ -118,6 +118,10 @@ class Cluster:
             "PREFECT_REDIS_MESSAGING_HOST": redis,
             "PREFECT_REDIS_MESSAGING_PORT": str(REDIS_PORT),
             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+            # A scheduler run that dies without a final state (its server unreachable, as
+            # when the database is cut off) holds the deployment's one slot until its
+            # lease runs out: 300 s by default, every tick cancelled meanwhile.
+            "PREFECT_SERVER_CONCURRENCY_INITIAL_DEPLOYMENT_LEASE_DURATION": "30",
             "PREFECT_UI_ENABLED": "false",
         }
 
