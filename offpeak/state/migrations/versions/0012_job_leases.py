@@ -1,18 +1,17 @@
 """job leases: the run that holds a job and until when (renewed by its heartbeat), so a
 job is run by one run at a time and a silent run's job is taken over
 
-Revision ID: 0011
-Revises: 0012
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-07 06:20:00
 
-It follows 0012 (written at the same time as this one, numbered before it).
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011"
-down_revision = "0012"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

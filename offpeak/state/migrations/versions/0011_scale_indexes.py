@@ -2,7 +2,7 @@
 (replacing the index on status and model), and retention's scans of ended requests and
 of who still holds each segment and chunk file
 
-Revision ID: 0012
+Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-07 07:00:00
 """
@@ -10,7 +10,7 @@ Create Date: 2026-12-07 07:00:00
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
+revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None
