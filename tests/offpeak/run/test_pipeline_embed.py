@@ -27,7 +27,7 @@ from offpeak.publish.objects import request_objects
 from offpeak.run.chunk_files import chunk_key, read_results
 from offpeak.run.launch import open_job
 from offpeak.run.runner import JobRunner
-from offpeak.schemas import BatchCreate, EmbeddingRequest, Status
+from offpeak.schemas import BatchCreate, EmbeddingRequest, JobStatus, Status
 from offpeak.state import jobs as state
 from offpeak.state.batches import create_batch
 from offpeak.state.db import Database
@@ -167,6 +167,8 @@ def test_a_restarted_embed_job_reuses_finished_chunks(
     assert job is not None
     JobRunner(db, store, registry, job_settings, lambda: embed_engine).run(job.id)
     first = read_results(store, chunk_key(job.id, 0))
+    # The run died after its last chunk, before marking the job done: its lease ran out.
+    state.update_job(db, job.id, status=JobStatus.RUNNING, lease_expires_at=0)
     report = JobRunner(db, store, registry, job_settings, lambda: embed_engine).run(job.id)
     assert report.chunks_skipped == 2 and report.engine_start_seconds == 0
     assert read_results(store, chunk_key(job.id, 0)) == first
