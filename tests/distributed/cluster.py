@@ -30,7 +30,7 @@ BIN = Path(sys.executable).parent
 PROJECT = Path(__file__).resolve().parents[2]
 BUCKET = "offpeak-dist"
 PREFECT_PORT, API_PORT, S3_PORT, PG_PORT, REDIS_PORT = 4200, 8000, 5000, 5432, 6379
-POOLS = {"eu": "DE", "us": "CISO"}  # pool -> grid zone of the replayed traces
+POOLS = {"eu": "DE", "us": "US-CAL-CISO"}  # pool -> grid zone of the replayed traces
 
 
 @dataclass(frozen=True)

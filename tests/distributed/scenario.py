@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from offpeak.heartbeats import last_beat
 from offpeak.state.keys import create_key
 from tests.distributed.cluster import Cluster
 from tests.distributed.verify import ENDED, check_exactly_once, wait_all_ended
@@ -74,6 +75,7 @@ Fault = Callable[[Cluster, Probe, dict[str, float | None]], None]
 def run_scenario(
     cluster: Cluster, *, singles: int, per_batch: int, file_lines: int, dataset_rows: int,
     fault: Fault | None = None, timeout: float = 600,
+    between: Callable[[], None] | None = None,
 ) -> Outcome:  # fmt: skip
     started = time.monotonic()
     db = cluster.database()
@@ -84,6 +86,15 @@ def run_scenario(
     urls = [cluster.api_url("api-a"), cluster.api_url("api-b")]
     recovery: dict[str, float | None] = {}
     probe.start()
+    # Submit once the scheduler ticks: its first tick then sees part of the mix, and the
+    # rest, due within the hour while that pool is busy, goes to the other pool. Had the
+    # control host's worker started late, one tick would see everything and send it to
+    # one pool (seen in CI).
+    ticking = time.time()
+    deadline = time.monotonic() + 120
+    while (last_beat(store, "scheduler") or 0.0) <= ticking:
+        assert time.monotonic() < deadline, "the scheduler never ticked"
+        time.sleep(0.5)
     injector = None
     if fault:
         injector = threading.Thread(target=fault, args=(cluster, probe, recovery), daemon=True)
@@ -91,7 +102,7 @@ def run_scenario(
     try:
         submitted = submit_mix(urls, [secret for _, secret in keys], hooks, singles=singles,
                                per_batch=per_batch, file_lines=file_lines,
-                               dataset_rows=dataset_rows)  # fmt: skip
+                               dataset_rows=dataset_rows, between=between)  # fmt: skip
         if fault:
             recovery["acks"] = _ack_gap(submitted)
         print(f"\n  {submitted.total} acknowledged after {time.monotonic() - started:.0f} s")

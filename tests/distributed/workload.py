@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -148,8 +149,10 @@ def submit_mix(
     file_lines: int,
     dataset_rows: int,
     threads: int = 16,
+    between: Callable[[], None] | None = None,
 ) -> Submitted:
-    """Send the mix; returns what was acknowledged (everything, or it raises)."""
+    """Send the mix; returns what was acknowledged (everything, or it raises).
+    ``between`` runs after the single requests and batches, before the file and dataset."""
     done = Submitted()
     clients = {key: Failover(urls, key) for key in keys}
 
@@ -184,6 +187,8 @@ def submit_mix(
             for start in range(0, len(members) - per_batch + 1, per_batch)
         ]
         list(pool.map(batch, groups))
+    if between:
+        between()
     _openai_batch(clients[keys[0]], keys[0], file_lines, done)
     _dataset(clients[keys[-1]], keys[-1], dataset_rows, done)
     for client in clients.values():
