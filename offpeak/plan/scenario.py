@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,6 +122,33 @@ class Outcome:
     @property
     def mean_intensity(self) -> float:
         return self.gco2e / self.kwh if self.kwh else 0.0
+
+
+class PolicyOutcomes:
+    """Savings against `immediate`, and the JSON of `offpeak simulate`, from each policy's
+    outcome on one workload (the job and the stream reports)."""
+
+    outcomes: dict[str, Outcome]
+
+    def savings(self) -> dict[str, float]:
+        base = self.outcomes["immediate"].gco2e
+        return {
+            name: 100.0 * (base - o.gco2e) / base if base else 0.0
+            for name, o in self.outcomes.items()
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policies": {
+                name: {
+                    "gco2e": round(o.gco2e, 1),
+                    "deadline_misses": o.misses,
+                    "mean_intensity": round(o.mean_intensity, 2),
+                }
+                for name, o in self.outcomes.items()
+            },
+            "savings_vs_immediate_pct": {k: round(v, 2) for k, v in self.savings().items()},
+        }
 
 
 def outcome_of(policy: str, sc: Scenario, pool: np.ndarray, start: np.ndarray) -> Outcome:

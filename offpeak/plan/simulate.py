@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -42,6 +41,7 @@ from offpeak.plan.scenario import (
     Forecaster,
     Ledger,
     Outcome,
+    PolicyOutcomes,
     Scenario,
     outcome_of,
     parse_forecast,
@@ -242,30 +242,10 @@ def _optimal_outcome(
 
 
 @dataclass
-class Report:
+class Report(PolicyOutcomes):
     scenario: Scenario
     forecast: str
     outcomes: dict[str, Outcome] = field(default_factory=dict)
-
-    def savings(self) -> dict[str, float]:
-        base = self.outcomes["immediate"].gco2e
-        return {
-            name: 100.0 * (base - o.gco2e) / base if base else 0.0
-            for name, o in self.outcomes.items()
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "policies": {
-                name: {
-                    "gco2e": round(o.gco2e, 1),
-                    "deadline_misses": o.misses,
-                    "mean_intensity": round(o.mean_intensity, 2),
-                }
-                for name, o in self.outcomes.items()
-            },
-            "savings_vs_immediate_pct": {k: round(v, 2) for k, v in self.savings().items()},
-        }
 
     def notes(self) -> list[str]:
         opt = self.outcomes.get("optimal")

@@ -27,7 +27,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
 
@@ -38,7 +37,15 @@ from offpeak.plan.gather import forecast_hours
 from offpeak.plan.pending import PendingGroup, PendingUnit
 from offpeak.plan.planner import Pool, window_integral
 from offpeak.plan.policy import Tick, carbon
-from offpeak.plan.scenario import FORECAST_HOURS, PUE, WATTS, Forecaster, Outcome, parse_forecast
+from offpeak.plan.scenario import (
+    FORECAST_HOURS,
+    PUE,
+    WATTS,
+    Forecaster,
+    Outcome,
+    PolicyOutcomes,
+    parse_forecast,
+)
 
 POLICIES = ("immediate", "rolling_window", "offpeak", "optimal")
 REQUEST_GPU_S = 0.5  # mean GPU-seconds of one request
@@ -300,30 +307,10 @@ def run_offpeak(w: World, forecast: Forecaster) -> Outcome:
 
 
 @dataclass
-class StreamReport:
+class StreamReport(PolicyOutcomes):
     world: World
     forecast: str
     outcomes: dict[str, Outcome] = field(default_factory=dict)
-
-    def savings(self) -> dict[str, float]:
-        base = self.outcomes["immediate"].gco2e
-        return {
-            name: 100.0 * (base - o.gco2e) / base if base else 0.0
-            for name, o in self.outcomes.items()
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "policies": {
-                name: {
-                    "gco2e": round(o.gco2e, 1),
-                    "deadline_misses": o.misses,
-                    "mean_intensity": round(o.mean_intensity, 2),
-                }
-                for name, o in self.outcomes.items()
-            },
-            "savings_vs_immediate_pct": {k: round(v, 2) for k, v in self.savings().items()},
-        }
 
     def notes(self) -> list[str]:
         opt = self.outcomes.get("optimal")
