@@ -92,6 +92,9 @@ def divisible_jobs(
     order = np.lexsort((np.arange(len(refs)), due))
     order = order[ends[order] > 0]  # due within this clock hour: the default cut's
     cell_of = _assign(work[order], amount)
+    # Units are whole: one whose middle lands past its own last slot (a cell's amount
+    # being a fraction of a unit) is left to the default cut.
+    cell_of = np.where(cell_of % cells.slots < ends[order], cell_of, -1)
     kept: dict[int, dict[tuple[int, int], list[int]]] = {}
     for k, i in enumerate(order.tolist()):
         if cell_of[k] < 0:
