@@ -20,8 +20,9 @@ _EPS = 1e-9
 # The second improvement sweep gains a little (~0.3 % on the benchmark's crowded year)
 # at ~30 us a job: skipped when capacity turned away more jobs than this.
 _SECOND_SWEEP_MAX = 2000
-# Reservation retries in least-laxity order only when EDF left at most this many late.
-_RETRY_MAX_LATE = 32
+# Reservation retries (least-laxity order; late joins split) only when EDF left at most
+# this many late: more mean overload, where the retries only cost time.
+RETRY_MAX_LATE = 32
 
 
 def window_integral(series: np.ndarray, start: np.ndarray, hours: np.ndarray) -> np.ndarray:
@@ -117,6 +118,34 @@ def cut_jobs(
         (np.asarray(deadline, dtype=np.float64) - hour0) / HOUR,
         target,
         parallel,
+    )
+
+
+def separate(
+    jobs: Jobs,
+    which: Sequence[int],
+    groups: Sequence[WorkGroup],
+    params: PlannerParams,
+    hour0: float,
+) -> Jobs:
+    """``jobs`` with each of ``which`` cut into one job per unit (default cut, no
+    target cell)."""
+    split = set(which)
+    keep = [j for j in range(len(jobs.work)) if j not in split]
+    parts = [(jobs.group[j], u) for j in which for u in jobs.units[j]]
+    units = [groups[g].units[u] for g, u in parts]
+    return Jobs(
+        [jobs.group[j] for j in keep] + [g for g, _ in parts],
+        [jobs.units[j] for j in keep] + [(u,) for _, u in parts],
+        np.concatenate([jobs.work[keep], [w.gpu_seconds for w in units]]),
+        np.concatenate(
+            [
+                jobs.deadline[keep],
+                [(w.expires_at - params.safety_margin_s - hour0) / HOUR for w in units],
+            ]
+        ),
+        [jobs.target[j] for j in keep] + [None] * len(parts),
+        [jobs.parallel[j] for j in keep] + [1] * len(parts),
     )
 
 
@@ -260,7 +289,7 @@ class Placement:
         order (latest start first) is tried too, and the order with fewer late jobs
         kept. Many late jobs mean overload, where EDF does better anyway."""
         late = self._reserve_in(self.order)
-        if 0 < len(late) <= _RETRY_MAX_LATE:
+        if 0 < len(late) <= RETRY_MAX_LATE:
             edf = dict(self.placed)
             self._release()
             laxity = self.jobs.deadline - self.dur.min(axis=1)

@@ -55,7 +55,7 @@ import numpy as np
 from offpeak.catalog.models import ModelSpec
 from offpeak.catalog.pools import PoolSpec
 from offpeak.errors import ConfigError
-from offpeak.plan.placement import HOUR, Placement, cut_jobs
+from offpeak.plan.placement import HOUR, RETRY_MAX_LATE, Placement, cut_jobs, separate
 from offpeak.plan.placement import window_integral as window_integral
 from offpeak.plan.targets import divisible_jobs
 
@@ -218,6 +218,14 @@ def plan(
         return Plan(now, [], [], [])
     tick = Placement(jobs, pools, forecasts, params, busy or {}, (now_s - hour0) / HOUR)
     late = tick.reserve()
+    # The cut joined units on the pools' speed alone; a join that capacity made late
+    # (its start pushed past the hour others hold) may be on time as separate jobs. With
+    # many late, the pools are overloaded and splitting only adds start-ups.
+    joined = [j for j in late if len(jobs.units[j]) > 1]
+    if joined and len(late) <= RETRY_MAX_LATE:
+        jobs = separate(jobs, joined, groups, params, hour0)
+        tick = Placement(jobs, pools, forecasts, params, busy or {}, (now_s - hour0) / HOUR)
+        late = tick.reserve()
     tick.improve(set(late))
     tick.place_late(late)
 

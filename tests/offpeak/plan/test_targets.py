@@ -166,6 +166,15 @@ def test_units_due_this_hour_are_left_to_the_default_cut(minute: int) -> None:
     minute=45,
     startup=0.0,
 )
+# Seen in a longer run: units due in 2 h and 3 h joined into one job by the default cut
+# (no forecast), which the current hour's job of a third pushed an hour on, and late.
+@example(
+    limits=[1],
+    units=[(2.0, 361.0), (3.0, 1500.0), (0.5, 10.0)],
+    forecasts=[[], []],
+    minute=27,
+    startup=120.0,
+)
 def test_divisible_work_respects_capacity_and_keeps_its_deadlines(
     limits: list[int],
     units: list[tuple[float, float]],
