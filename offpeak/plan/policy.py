@@ -60,9 +60,27 @@ class Decision:
 LaunchPolicy = Callable[[Tick], Decision]
 
 
+def free_places(tick: Tick) -> dict[str, int]:
+    """Jobs each pool can start now: its capacity less the jobs active in it.
+
+    No allowance beyond that (no job opened "in the queue" for when a place frees): an
+    opened job becomes a flow run at once and nothing holds it back behind the running
+    ones (the inference deployments have no concurrency limit), so a spare job would
+    run alongside them, over the pool's limit. What waits stays pending, and the next
+    tick (every `scheduler_interval`, 30 s by default) opens it when a place is free: a
+    place idles at most that long, against jobs of minutes to hours that each spend
+    their `startup_seconds` loading an engine anyway."""
+    return {
+        p.name: max(p.max_concurrent_jobs - (tick.busy.get(p.name) or [0])[0], 0)
+        for p in tick.pools
+    }
+
+
 def immediate(tick: Tick) -> Decision:
     """Run whatever is pending at once in the default pool, in jobs of at most
-    `job_max_requests`."""
+    `job_max_requests`. On purpose regardless of the pool's capacity: this is the
+    policy of tests and demos, where nothing should wait for a place (and the scale
+    benchmark's drain, which opens all that is pending)."""
     pool, size = tick.pools[0], tick.job_max_requests
     return Decision(
         [
@@ -75,7 +93,14 @@ def immediate(tick: Tick) -> Decision:
 
 def carbon(tick: Tick) -> Decision:
     """Follow the planner: launch the jobs it starts now, and the late ones (they can no
-    longer meet their deadline; running them at once is their best chance)."""
+    longer meet their deadline; running them at once is their best chance).
+
+    A planned job of more than `job_max_requests` is several jobs, and a late one is
+    placed wherever it finishes first, so the launches are capped by each pool's free
+    places (`free_places`): the planner's jobs to start now first, then the late ones,
+    each earliest deadline first (a late job must not take the place of one that can
+    still make its deadline). What does not fit stays pending and is planned again at
+    the next tick, so a tick claims at most the requests the pools can run now."""
     plan = planner.plan(
         tick.now,
         work_groups(tick.groups, tick.registry),
@@ -84,8 +109,10 @@ def carbon(tick: Tick) -> Decision:
         busy=tick.busy,
     )
     groups = {g.engine_model: g for g in tick.groups}
+    room = free_places(tick)
     launches: list[Launch] = []
-    for job in [*plan.launch, *plan.late]:
+    by_deadline = sorted(plan.launch, key=lambda j: j.deadline)
+    for job in [*by_deadline, *sorted(plan.late, key=lambda j: j.deadline)]:
         group = groups[job.group]
         units = [group.units[i] for i in job.units]
         count = sum(u.count for u in units)
@@ -94,10 +121,14 @@ def carbon(tick: Tick) -> Decision:
             max(u.last_expires_at for u in units),
         )
         size = tick.job_max_requests
-        launches += [
-            Launch(group, min(size, count - start), job.deployment, job.pool, between)
-            for start in range(0, count, size)
-        ]
+        # Each launch claims the earliest-due requests left in the range (open_job).
+        for start in range(0, count, size):
+            if room[job.pool] <= 0:
+                break
+            room[job.pool] -= 1
+            launches.append(
+                Launch(group, min(size, count - start), job.deployment, job.pool, between)
+            )
     return Decision(launches, plan)
 
 

@@ -3,6 +3,7 @@ deadline, the carbon policy's launches, the plan report."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -144,6 +145,47 @@ def test_carbon_runs_now_when_now_is_cleanest_and_splits_big_jobs() -> None:
 
 def test_carbon_without_a_signal_still_runs_work_due_soon() -> None:
     decision = carbon(tick([group_of((1, 10))], []))
+    assert [launch.max_requests for launch in decision.launches] == [10]
+
+
+def test_carbon_opens_one_job_on_a_pool_that_runs_one() -> None:
+    # One planned job of 5,000 short requests (a few minutes of work), two jobs' worth
+    # of job_max_requests: the pool runs one job at a time, so one opens now, for the
+    # earliest due, and the rest stays pending.
+    one = Pool("local", "inference/local", "GB", max_concurrent_jobs=1, startup_seconds=30)
+    units = tuple(PendingUnit(T0 + h * 3600, T0 + h * 3600 + 30, 2500, 250_000) for h in (20, 24))
+    group = PendingGroup("tiny-chat", ("tiny-chat",), units)
+    now = tick([group], [50.0] + [300.0] * 30, job_max_requests=2500)
+    decision = carbon(replace(now, pools=[one]))
+    assert decision.plan is not None and len(decision.plan.launch) == 1
+    (launch,) = decision.launches
+    assert launch.max_requests == 2500 and launch.pool == "local"
+    assert launch.expires_between == (T0 + 20 * 3600, T0 + 24 * 3600 + 30)
+
+
+def test_carbon_opens_nothing_on_a_full_pool() -> None:
+    forecast = [50.0] + [300.0] * 30
+    decision = carbon(tick([group_of((24, 700))], forecast, busy={"local": [4]}))
+    assert decision.launches == []
+
+
+def test_carbon_caps_the_launches_at_the_free_places_earliest_deadline_first() -> None:
+    # Without a signal both planned jobs run now: five launches of at most 700 requests.
+    # Two of the four places are busy, so two open, both for the earliest-due job.
+    groups = [group_of((10, 1000), (12, 1000), (14, 1000))]
+    decision = carbon(tick(groups, [], job_max_requests=700, busy={"local": [2]}))
+    assert decision.plan is not None and len(decision.plan.launch) == 2
+    assert [launch.max_requests for launch in decision.launches] == [700, 700]
+    due = {launch.expires_between for launch in decision.launches}
+    assert due == {(T0 + 10 * 3600, T0 + 12 * 3600 + 30)}
+
+
+def test_carbon_runs_late_jobs_only_in_places_left_free() -> None:
+    # Due now, inside the safety margin: late; the pool is full, then has one place.
+    decision = carbon(tick([group_of((0, 10))], [], busy={"local": [4]}))
+    assert decision.plan is not None and len(decision.plan.late) == 1
+    assert decision.launches == []
+    decision = carbon(tick([group_of((0, 10))], [], busy={"local": [3]}))
     assert [launch.max_requests for launch in decision.launches] == [10]
 
 
