@@ -73,7 +73,7 @@ lint: install
 	$(BIN)/mypy
 
 test: install postgres promtool kustomize docker netns lint
-	$(BIN)/pytest
+	$(BIN)/pytest --hypothesis-profile=ci
 
 # The tests that need no service (no PostgreSQL, S3 server, Prefect server or vLLM).
 test-fast: install promtool kustomize

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from offpeak.config import Settings, load_settings
 from offpeak.state.db import Database
@@ -30,6 +31,11 @@ os.environ["OFFPEAK_TEST_NETGUARD_LOG"] = str(NETGUARD_LOG)
 _guard = importlib.util.spec_from_file_location("netguard", NETGUARD / "sitecustomize.py")
 assert _guard and _guard.loader
 _guard.loader.exec_module(importlib.util.module_from_spec(_guard))
+
+# `make test` (CI) runs the property tests on examples derived from each test, so a run
+# can be repeated exactly (`--hypothesis-profile=ci`); `make test-fast` and `make fuzz`
+# draw new ones, which is where new counterexamples come from (keep them as @example).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
 
 _prefect: PrefectServer | None = None
 _services = ExitStack()  # what the session started outside fixtures
