@@ -65,7 +65,10 @@ async def _offpeak_error(request: Request, exc: Exception) -> JSONResponse:
     dialect = dialects.for_path(request.url.path)
     if isinstance(exc, errors.UnsafeJson):
         return _respond(dialect, dialect.unsafe_json(exc, "body"))
-    return _respond(dialect, dialect.offpeak_error(exc, status_of(exc)))
+    response = _respond(dialect, dialect.offpeak_error(exc, status_of(exc)))
+    if isinstance(exc, errors.IdempotencyKeyInProgress):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

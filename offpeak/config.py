@@ -217,6 +217,13 @@ class Settings(BaseSettings):
         description="Seconds a job's run holds it without a heartbeat (renewed every third of "
         "it): a run silent longer (killed, paused, cut off) has its job taken over.",
     )
+    idempotency_lease_seconds: Annotated[int, Field(ge=3)] = Field(
+        30,
+        description="Seconds a create sent with an `Idempotency-Key` holds the key without "
+        "renewing it (renewed every third of it while it works): a retry after a replica "
+        "died mid-request takes the key over once this has run out; before, it gets 409 "
+        "`idempotency_key_in_progress` with `Retry-After`.",
+    )
     work_pool: str = Field("local", description="Prefect work pool `offpeak serve` runs.")
     webhook_allow_private: bool = Field(
         False,

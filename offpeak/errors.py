@@ -193,6 +193,17 @@ class JobLeaseLost(Conflict):
     code = "job_lease_lost"
 
 
+class IdempotencyKeyInProgress(Conflict):
+    """Another request holds this `Idempotency-Key` and is still answering it (its lease
+    is live), or took it over from this one: retry after ``retry_after`` seconds."""
+
+    code = "idempotency_key_in_progress"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
 class ResultExpired(OffpeakError, LookupError):
     """What was asked for existed but retention removed it (``result_expired``): a
     batch's results, a file's content. The object's status and metadata stay."""

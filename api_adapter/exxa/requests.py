@@ -17,7 +17,7 @@ from api_adapter.deps import (
     authenticate,
     secret_of,
 )
-from api_adapter.idempotency import IdempotentRoute, idempotent
+from api_adapter.idempotency import IdempotentRoute, answered_with, idempotent
 from api_adapter.streaming import PAGE, jsonl, paged
 from offpeak.clock import now
 from offpeak.events.guard import check_webhook
@@ -61,9 +61,10 @@ async def create_request(create: RequestCreate, request: Request) -> Response:
         webhook, allow = str(create.webhook), services.settings.webhook_allow_private
         await to_thread.run_sync(lambda: check_webhook(webhook, allow_private=allow))
     row = request_row(key.id, create, now(), estimate(spec, body))
-    await services.committer.insert(row)
     # Serialized here once: the hot path skips FastAPI's re-validation of the response.
     status = StatusObject.model_validate(row).model_dump_json()
+    # With an Idempotency-Key, its answer is stored in the transaction of the insert.
+    await services.committer.insert(row, answered_with(request, 201, status))
     return Response(status, status_code=201, media_type="application/json")
 
 

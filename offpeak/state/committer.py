@@ -19,12 +19,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from offpeak.errors import OffpeakError
 from offpeak.state.db import Database
 from offpeak.state.inserter import RequestInserter
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
+Also = Callable[[Any], None]  # a step on the DB-API cursor in the row's transaction
 
 
 class GroupCommitter:
@@ -39,13 +41,14 @@ class GroupCommitter:
         self.on_commit = on_commit
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="offpeak-commit")
         self._inserter = RequestInserter(db)
-        self._pending: list[tuple[Row, asyncio.Future[None]]] = []
+        self._pending: list[tuple[Row, Also | None, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def insert(self, row: Row) -> None:
-        """Queue ``row`` and wait until it is committed (or its insert failed)."""
+    async def insert(self, row: Row, also: Also | None = None) -> None:
+        """Queue ``row`` and wait until it is committed (or its insert failed); ``also``
+        runs in the same transaction, and fails the row when it raises."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((row, future))
+        self._pending.append((row, also, future))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush())
         await future
@@ -62,9 +65,9 @@ class GroupCommitter:
             loop = asyncio.get_running_loop()
             while self._pending:
                 batch, self._pending = self._pending, []
-                rows = [row for row, _ in batch]
+                rows = [(row, also) for row, also, _ in batch]
                 errors = await loop.run_in_executor(self._thread, self._commit, rows)
-                for (_, future), error in zip(batch, errors, strict=True):
+                for (_, _, future), error in zip(batch, errors, strict=True):
                     if future.cancelled():
                         continue
                     if error is None:
@@ -74,21 +77,29 @@ class GroupCommitter:
         finally:
             self._flusher = None
 
-    def _commit(self, rows: list[Row]) -> list[BaseException | None]:
+    def _commit(self, rows: list[tuple[Row, Also | None]]) -> list[BaseException | None]:
         """Commit ``rows`` together; if that fails, one by one so only bad rows fail."""
+        steps = [also for _, also in rows if also is not None]
+
+        def also_all(cursor: Any) -> None:
+            for step in steps:
+                step(cursor)
+
         try:
-            self._inserter.insert(rows)
+            self._inserter.insert([row for row, _ in rows], also_all if steps else None)
             errors: list[BaseException | None] = [None] * len(rows)
         except Exception:  # isolate the failing rows
-            errors = [self._commit_one(row) for row in rows]
-        committed = [row for row, error in zip(rows, errors, strict=True) if error is None]
+            errors = [self._commit_one(row, also) for row, also in rows]
+        committed = [row for (row, _), error in zip(rows, errors, strict=True) if error is None]
         if committed and self.on_commit:
             self.on_commit(committed)
         return errors
 
-    def _commit_one(self, row: Row) -> BaseException | None:
+    def _commit_one(self, row: Row, also: Also | None) -> BaseException | None:
         try:
-            self._inserter.insert([row])
+            self._inserter.insert([row], also)
+        except OffpeakError as exc:  # the caller's own refusal (a lost idempotency claim)
+            return exc
         except Exception as exc:  # handed to the waiting caller
             # A database out of reach fails every row alike: the caller reports that
             # (the API logs once per outage), not a line per row here.

@@ -18,7 +18,7 @@ itself, so the committer keeps one raw connection (:class:`RequestInserter`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import pyarrow as pa
@@ -158,9 +158,14 @@ class RequestInserter:
         self.db = db
         self._connection: Any = None
 
-    def insert(self, rows: Sequence[dict[str, Any]] | pa.Table) -> None:
+    def insert(
+        self,
+        rows: Sequence[dict[str, Any]] | pa.Table,
+        also: Callable[[Any], None] | None = None,
+    ) -> None:
         """Commit ``rows`` (as offpeak.ingest.rows.request_row makes them, or their
-        table); when this returns they are durable."""
+        table); when this returns they are durable. ``also`` runs on the cursor in the
+        same transaction (storing idempotent answers with their requests)."""
         if not (rows.num_rows if isinstance(rows, pa.Table) else rows):
             return
         connection = self._connection or self._connect()
@@ -170,6 +175,8 @@ class RequestInserter:
                 if self.db.dialect == "sqlite":
                     cursor.execute("BEGIN IMMEDIATE")  # see insert_table
                 write_requests(cursor, self.db.dialect, rows)
+                if also is not None:
+                    also(cursor)
                 connection.commit()
             except Exception:
                 self.close()  # a fresh connection next time, whatever state this one is in

@@ -264,6 +264,11 @@ class IdempotencyKey(Base):
     status: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(Integer)
+    # While unanswered: the claiming request (a random token, so a request whose claim
+    # was taken over cannot store its answer) and the end of its lease, which it renews
+    # while it works. A claim whose lease ran out belongs to a dead process.
+    owner: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
 

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
+import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from api_adapter.idempotency import BodyHasher
-from tests.api_adapter.conftest import LiveApi
+from offpeak.state.db import Database
+from offpeak.state.keys import create_key
+from offpeak.state.models import IdempotencyKey
+from tests.api_adapter.conftest import LiveApi, stack_env, start_api, stop_api
 from tests.api_adapter.helpers import MODEL, chat_body, lines
+from tests.utils.services import wait_for
 
 CSV = "text/csv"
 
@@ -217,3 +227,103 @@ def test_anthropic_batches_replay_and_refuse_in_anthropics_shape(
         assert reused.status_code == 409
         assert reused.json()["type"] == "error"
         assert "Idempotency-Key" in reused.json()["error"]["message"]
+
+
+DATASET = f"/v1/datasets?model={MODEL}&prompt_column=text"
+ROWS = b"text\nhello\nworld\n"
+
+
+def stalled(go: threading.Event) -> Iterator[bytes]:
+    """A dataset upload that sends its first bytes, then waits for ``go``."""
+    yield ROWS[:5]
+    go.wait(60)
+    yield ROWS[5:]
+
+
+def wait_for_claim(db: Database, key: str) -> None:
+    query = select(IdempotencyKey.owner).where(IdempotencyKey.idempotency_key == key)
+
+    def claimed() -> bool:
+        with db.session() as session:
+            return session.execute(query).first() is not None
+
+    wait_for(claimed, "the first upload's claim", timeout=30)
+
+
+def in_progress_for(response: httpx.Response) -> int:
+    """The Retry-After of a 409 idempotency_key_in_progress."""
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "idempotency_key_in_progress"
+    return int(response.headers["retry-after"])
+
+
+def test_a_retry_while_the_first_still_uploads_is_409_in_progress_with_retry_after(
+    live_api: LiveApi, api: httpx.Client
+) -> None:
+    headers = {**new_key(), "Content-Type": CSV}
+    go = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(api.post, DATASET, content=stalled(go), headers=headers)
+        try:
+            wait_for_claim(live_api.db, headers["Idempotency-Key"])
+            retry = api.post(DATASET, content=ROWS, headers=headers)
+        finally:
+            go.set()
+        created = first.result(30)
+    assert 1 <= in_progress_for(retry) <= 31  # within the default 30 s lease
+    assert created.status_code == 201, created.text
+    again = api.post(DATASET, content=ROWS, headers=headers)
+    assert again.json() == created.json() and again.headers["idempotent-replayed"] == "true"
+    assert len(lines(api.get("/v1/batches"))) == 1
+
+
+LEASE = 3  # seconds: OFFPEAK_IDEMPOTENCY_LEASE_SECONDS of the replicas below
+
+
+@pytest.mark.parametrize("stack", ["sqlite-local", "postgres-s3"])
+def test_a_retry_after_the_replica_was_killed_mid_upload_succeeds_after_the_lease(
+    stack: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    env = stack_env(stack, tmp_path / "data", request)
+    env["OFFPEAK_IDEMPOTENCY_LEASE_SECONDS"] = str(LEASE)
+    replica, first_url = start_api(env)
+    other = None
+    db = Database(env["OFFPEAK_DATABASE_URL"])
+    auth = {"X-API-Key": create_key(db, "k", 10.0)[1]}
+    headers = {**auth, **new_key(), "Content-Type": CSV}
+    try:
+        go = threading.Event()
+        with (
+            httpx.Client(base_url=first_url, timeout=30) as first,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            upload = pool.submit(first.post, DATASET, content=stalled(go), headers=headers)
+            try:
+                wait_for_claim(db, headers["Idempotency-Key"])
+                # Alive and renewing: the key stays held past its first lease.
+                time.sleep(LEASE + 2)
+                retry = first.post(DATASET, content=ROWS, headers=headers)
+                assert in_progress_for(retry) <= LEASE + 1
+                replica.send_signal(signal.SIGKILL)  # mid-upload: nothing stored, no release
+                replica.wait(10)
+            finally:
+                go.set()
+            with pytest.raises(httpx.TransportError):
+                upload.result(30)
+        other, other_url = start_api(env)
+        with httpx.Client(base_url=other_url, timeout=30) as client:
+            started = time.monotonic()
+            retry = client.post(DATASET, content=ROWS, headers=headers)
+            while retry.status_code == 409:
+                time.sleep(in_progress_for(retry))
+                retry = client.post(DATASET, content=ROWS, headers=headers)
+            assert retry.status_code == 201, retry.text
+            assert time.monotonic() - started <= LEASE + 2
+            assert [b["id"] for b in lines(client.get("/v1/batches", headers=auth))] == [
+                retry.json()["id"]
+            ]
+    finally:
+        for process in (replica, other):
+            if process is not None and process.poll() is None:
+                stop_api(process)
+        db.dispose()
