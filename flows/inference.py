@@ -8,15 +8,13 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.inference import run_job
-from tasks.publishing import publish_ready_batches
 
 
 @flow(name="inference")
 def inference(job_id: str) -> dict[str, Any]:
     """Run one job's requests through vLLM, account its carbon, then publish the
     batches it finished."""
-    report = run_job(job_id)
-    published = publish_ready_batches()
+    report = run_job(job_id)  # publishes them too, as soon as the job is completed
     create_markdown_artifact(
         key=f"job-{job_id}-report",
         markdown="\n".join(
@@ -27,4 +25,4 @@ def inference(job_id: str) -> dict[str, Any]:
             ]
         ),
     )
-    return {**report, "published": published}
+    return report
