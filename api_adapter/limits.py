@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_origin
 from urllib.parse import parse_qsl
 
 from fastapi.routing import APIRoute
@@ -28,7 +28,7 @@ from api_adapter.dialects import Answer
 from offpeak.config import Settings
 from offpeak.errors import NotFound, UnsafeJson
 from offpeak.ids import ID_PATTERN
-from offpeak.schemas import strict_json
+from offpeak.schemas import DatasetMapping, strict_json
 
 _WITH_BODY = {"POST", "PUT", "PATCH"}
 # The scope entry holding the JSON body this middleware parsed and checked: the route
@@ -255,9 +255,20 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+# The query parameters that are lists, given once per item (`POST /v1/datasets`'s
+# parameter_columns, as offpeak's client sends them): read from the schema, so a new
+# list parameter cannot be refused by mistake.
+LIST_PARAMETERS = frozenset(
+    name
+    for name, field in DatasetMapping.model_fields.items()
+    if get_origin(field.annotation) is list
+)
+
+
 def query_problem(query_string: bytes) -> UnsafeJson | None:
     """A query string no route may take: a NUL in a parameter, or a parameter given twice
-    (every parameter of this API is one value; a repeat would silently win or lose)."""
+    (every other parameter of this API than LIST_PARAMETERS is one value; a repeat would
+    silently win or lose)."""
     if name := nul_in_query(query_string):
         return UnsafeJson(
             f"query parameter {name}: the text holds a NUL character (%00)",
@@ -268,7 +279,7 @@ def query_problem(query_string: bytes) -> UnsafeJson | None:
         return None
     seen: set[str] = set()
     for name, _ in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
-        if name in seen:
+        if name in seen and name not in LIST_PARAMETERS:
             return UnsafeJson(
                 f"query parameter {name} is given more than once",
                 (name,),

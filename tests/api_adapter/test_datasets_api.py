@@ -88,6 +88,29 @@ def test_csv_with_per_row_parameters(api: httpx.Client) -> None:
     assert [r["metadata"]["custom_id"] for r in requests] == ["1", "2"]
 
 
+def test_several_parameter_columns_as_the_client_sends_them(api: httpx.Client) -> None:
+    # A list parameter is given once per item (`?parameter_columns=a&parameter_columns=b`);
+    # any other repeated parameter is still refused.
+    jsonl = b'{"p": "Hi", "mt": 5, "s": 7}\n{"p": "Yo", "mt": 9, "s": 8}\n'
+    response = post(
+        api,
+        jsonl,
+        "application/x-ndjson",
+        prompt_column="p",
+        parameter_columns=["max_tokens=mt", "seed=s"],
+    )
+    assert response.status_code == 201, response.text
+    requests = lines(
+        api.get("/v1/requests", params={"full": "true", "batch_id": response.json()["id"]})
+    )
+    assert [(r["request_body"]["max_tokens"], r["request_body"]["seed"]) for r in requests] == [
+        (5, 7),
+        (9, 8),
+    ]
+    twice = post(api, jsonl, "application/x-ndjson", prompt_column=["p", "p"])
+    assert (twice.status_code, error_code(twice)) == (422, "repeated_query_parameter")
+
+
 def test_jsonl_with_a_messages_column(api: httpx.Client) -> None:
     rows = [
         {"messages": [{"role": "user", "content": "Hi"}], "k": 7},
