@@ -39,49 +39,58 @@ class PendingGroup:
 
 def work_groups(groups: Sequence[PendingGroup], registry: ModelRegistry) -> list[WorkGroup]:
     """The planner's view of the pending groups: per unit, its deadline and GPU-seconds."""
-    return [
-        WorkGroup(
-            g.engine_model,
-            [
-                Work(u.first_expires_at, work_gpu_seconds(u.tokens, registry.get(g.engine_model)))
-                for u in g.units
-            ],
+    out = []
+    for g in groups:
+        spec = registry.get(g.engine_model)
+        out.append(
+            WorkGroup(
+                g.engine_model,
+                [Work(u.first_expires_at, work_gpu_seconds(u.tokens, spec)) for u in g.units],
+            )
         )
-        for g in groups
-    ]
+    return out
 
 
 def pending_groups(db: Database, registry: ModelRegistry) -> list[PendingGroup]:
     """Sealed, registered requests per engine model, in units by minute of deadline.
     Models no longer served are left out (their requests wait, and expire, rather than
     crash the scheduler). A request without a token estimate counts as a full context."""
-    units: dict[str, dict[int, list[PendingUnit]]] = defaultdict(lambda: defaultdict(list))
+    engines: dict[str, tuple[str, int] | None] = {}  # model -> (engine, its context)
+    # engine -> minute -> [first_expires_at, last_expires_at, count, tokens]
+    units: dict[str, dict[int, list[int]]] = defaultdict(dict)
     models: dict[str, set[str]] = defaultdict(set)
     for row in state.pending_work(db):
-        if row.model not in registry:
+        if row.model not in engines:
+            engines[row.model] = _engine_of(registry, row.model)
+        served = engines[row.model]
+        if served is None:
             continue
-        engine = registry.engine_model(row.model)
-        context = registry.get(engine).context_length
+        engine, context = served
         tokens = min(row.est_tokens + row.unestimated * context, row.count * context)
         models[engine].add(row.model)
         minute = row.first_expires_at - row.first_expires_at % 60
-        units[engine][minute].append(
-            PendingUnit(row.first_expires_at, row.last_expires_at, row.count, tokens)
-        )
+        # Stand-ins of one engine share the minute's unit.
+        unit = units[engine].get(minute)
+        if unit is None:
+            units[engine][minute] = [row.first_expires_at, row.last_expires_at, row.count, tokens]
+        else:
+            unit[0] = min(unit[0], row.first_expires_at)
+            unit[1] = max(unit[1], row.last_expires_at)
+            unit[2] += row.count
+            unit[3] += tokens
     return [
-        PendingGroup(engine, tuple(sorted(models[engine])), tuple(_merged(units[engine])))
+        PendingGroup(
+            engine,
+            tuple(sorted(models[engine])),
+            tuple(PendingUnit(*unit) for _, unit in sorted(units[engine].items())),
+        )
         for engine in sorted(units)
     ]
 
 
-def _merged(by_minute: dict[int, list[PendingUnit]]) -> list[PendingUnit]:
-    """One unit per minute (stand-ins of one engine share it), earliest first."""
-    return [
-        PendingUnit(
-            min(u.first_expires_at for u in parts),
-            max(u.last_expires_at for u in parts),
-            sum(u.count for u in parts),
-            sum(u.tokens for u in parts),
-        )
-        for _, parts in sorted(by_minute.items())
-    ]
+def _engine_of(registry: ModelRegistry, model: str) -> tuple[str, int] | None:
+    """The engine model serving ``model`` and its context length; None if not served."""
+    if model not in registry:
+        return None
+    engine = registry.engine_model(model)
+    return engine, registry.get(engine).context_length

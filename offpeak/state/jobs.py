@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, text, update
 
 from offpeak.errors import NotFound
 from offpeak.events import outbox
@@ -40,10 +40,19 @@ class PendingRow:
 
 
 def pending_work(db: Database) -> list[PendingRow]:
-    """Requests waiting to be scheduled, per model and minute of deadline."""
+    """Requests waiting to be scheduled, per model and minute of deadline (in no
+    particular order)."""
     minute = Request.expires_at - Request.expires_at % 60
     with db.session() as session:
-        rows = session.execute(
+        if db.dialect == "postgresql":
+            # The aggregate holds one entry per model and minute (some 70,000 for a day
+            # of deadlines over 50 models): PostgreSQL's default work_mem (4 MB) spills
+            # it to disk, and compiling it (JIT) costs more than it saves. For this
+            # transaction only.
+            session.execute(text("SET LOCAL work_mem = '64MB'"))
+            session.execute(text("SET LOCAL jit = off"))
+        # Plain rows (Core): the ORM's row handling doubles the time of 70,000 rows.
+        rows = session.connection().execute(
             select(
                 Request.model,
                 func.min(Request.expires_at),
@@ -58,7 +67,6 @@ def pending_work(db: Database) -> list[PendingRow]:
                 ~_in_validating_batch,
             )
             .group_by(Request.model, minute)
-            .order_by(Request.model, minute)
         )
         return [
             PendingRow(model, first, last, count, int(tokens), count - estimated)
