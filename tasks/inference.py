@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, cast
 from uuid import UUID
@@ -20,23 +24,58 @@ from offpeak.state.jobs import get_job
 from tasks.publishing import publish_ready_batches
 from tasks.runtime import runtime
 
+log = logging.getLogger(__name__)
+
+
+class JobProgress:
+    """The job's progress artifact, written from a thread of its own: a call to the Prefect
+    server can take a minute (its SQLite database locked under load), which neither the
+    job's chunks nor the publication of its batches wait for. Each call runs in the
+    caller's context, so the artifact belongs to the task run; a failed call is logged,
+    not raised (the artifact is for people, the state database holds the progress)."""
+
+    def __init__(self, job_id: str, requests: int) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="job-progress")
+        self._artifact: UUID | None = None
+        self._send(self._create, job_id, requests)
+
+    def __call__(self, done: int, total: int) -> None:
+        self._send(self._update, 100.0 * done / total)
+
+    def close(self) -> None:
+        """Wait for the calls under way."""
+        self._pool.shutdown(wait=True)
+
+    def _send(self, call: Callable[..., None], *args: Any) -> None:
+        future = self._pool.submit(contextvars.copy_context().run, call, *args)
+        future.add_done_callback(_log_failure)
+
+    def _create(self, job_id: str, requests: int) -> None:
+        self._artifact = cast(
+            UUID,
+            create_progress_artifact(  # the sync variant: no event loop in this thread
+                0.0,
+                key=f"job-{job_id}",
+                description=f"Inference job {job_id}: {requests} requests",
+            ),
+        )
+
+    def _update(self, percent: float) -> None:
+        if self._artifact is not None:
+            update_progress_artifact(self._artifact, percent)
+
+
+def _log_failure(future: Future[None]) -> None:
+    if (exc := future.exception()) is not None:
+        log.warning("job progress not recorded: %s: %s", type(exc).__name__, exc)
+
 
 @task(cache_policy=NO_CACHE)
 def run_job(job_id: str) -> dict[str, Any]:
     """Run a job chunk by chunk, then publish the batches it finished."""
     rt = runtime()
     job = get_job(rt.db, job_id)
-    artifact = cast(
-        UUID,
-        create_progress_artifact(  # the sync variant: this task is sync
-            0.0,
-            key=f"job-{job_id}",
-            description=f"Inference job {job_id}: {job.request_count} requests",
-        ),
-    )
-
-    def progress(done: int, total: int) -> None:
-        update_progress_artifact(artifact, 100.0 * done / total)
+    progress = JobProgress(job_id, job.request_count)
 
     footprints: list[JobCarbon | None] = []
 
@@ -62,6 +101,7 @@ def run_job(job_id: str) -> dict[str, Any]:
         published = publish_ready_batches()
     finally:
         runner.close()
+        progress.close()
     carbon = asdict(footprints[-1]) if footprints and footprints[-1] else None
     return {
         **asdict(report),
