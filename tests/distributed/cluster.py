@@ -41,7 +41,7 @@ class Tuning:
     job_max_requests: int = 5000
     chunk_size: int = 100
     job_lease_seconds: int = 15
-    standin_seconds: float = 0.01  # the stand-in engine's time per request
+    standin_seconds: float = 0.002  # the stand-in engine's time per request
     throughput_tokens_per_s: int = 150  # what the planner assumes of the tiny model here
 
 

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
+from sqlalchemy import select
 
 from offpeak.heartbeats import last_beat
 from offpeak.state.keys import create_key
+from offpeak.state.models import Job, Request
 from tests.distributed.cluster import Cluster
 from tests.distributed.verify import ENDED, check_exactly_once, wait_all_ended
 from tests.distributed.workload import CREDITS, Hooks, Submitted, submit_mix
@@ -85,6 +87,8 @@ def run_scenario(
     hooks = Hooks(cluster.net.address)
     urls = [cluster.api_url("api-a"), cluster.api_url("api-b")]
     recovery: dict[str, float | None] = {}
+    with db.session() as session:
+        earlier_jobs = frozenset(session.scalars(select(Job.id)))
     probe.start()
     # Submit once the scheduler ticks: its first tick then sees part of the mix, and the
     # rest, due within the hour while that pool is busy, goes to the other pool. Had the
@@ -94,7 +98,8 @@ def run_scenario(
     deadline = time.monotonic() + 120
     while (last_beat(store, "scheduler") or 0.0) <= ticking:
         assert time.monotonic() < deadline, "the scheduler never ticked"
-        time.sleep(0.5)
+        time.sleep(0.25)
+    print(f"\n  scheduler ticked after {time.monotonic() - started:.0f} s")
     injector = None
     if fault:
         injector = threading.Thread(target=fault, args=(cluster, probe, recovery), daemon=True)
@@ -105,18 +110,15 @@ def run_scenario(
                                dataset_rows=dataset_rows, between=between)  # fmt: skip
         if fault:
             recovery["acks"] = _ack_gap(submitted)
-        print(f"\n  {submitted.total} acknowledged after {time.monotonic() - started:.0f} s")
+        print(f"  {submitted.total} acknowledged after {time.monotonic() - started:.0f} s")
         wait_all_ended(db, submitted, timeout)
         print(f"  all ended after {time.monotonic() - started:.0f} s")
         if injector:
             injector.join(120)
             assert not injector.is_alive(), "the fault never completed"
-        check_exactly_once(db, store, urls, submitted, hooks)
+        check_exactly_once(db, store, urls, submitted, hooks, earlier_jobs)
+        print(f"  checked after {time.monotonic() - started:.0f} s")
         with db.session() as session:
-            from sqlalchemy import select
-
-            from offpeak.state.models import Job, Request
-
             jobs = select(Request.job_id).where(Request.key_id.in_([k.id for k, _ in keys]))
             pools = set(session.scalars(select(Job.deployment).where(Job.id.in_(jobs))))
     finally:

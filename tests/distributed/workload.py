@@ -26,7 +26,10 @@ import httpx
 MODELS = ("llama-3.1-8b-instruct-fp16", "llama-3.1-70b-instruct-fp16")
 WINDOW = "15m"  # short: the carbon policy cannot wait for a cleaner hour
 CREDITS = Decimal(100)
-ABANDON_AFTER = 10.0  # seconds a client waits on a key a killed replica claimed
+# Seconds a client waits on a key a killed replica claimed: past the claim's lease
+# (OFFPEAK_IDEMPOTENCY_LEASE_SECONDS, 30 s), when a retry takes the key over, so that a
+# new key (a create that may exist twice, never acknowledged) is a last resort.
+ABANDON_AFTER = 45.0
 
 
 class Failover:
@@ -71,7 +74,7 @@ class Failover:
             self.failovers += 1
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{method} {path}: no replica answered in {self.patience}s")
-            time.sleep(0.2)
+            time.sleep(1.0 if claimed else 0.2)  # a claim lasts seconds: no need to hammer
 
     def close(self) -> None:
         for client in self._clients:
