@@ -79,8 +79,8 @@ class Watch:
         "(SELECT job_id FROM requests WHERE key_id = :key)",
         "ran": "SELECT count(*) = 0 FROM requests WHERE key_id = :key AND status IN "
         "('registered', 'in_progress')",
-        "settled": "SELECT count(*) = 0 FROM jobs WHERE status IN ('created', 'launched', "
-        "'running') AND id IN (SELECT job_id FROM requests WHERE key_id = :key)",
+        "settled": "SELECT count(*) > 0 AND sum(status IN ('created', 'launched', 'running')) "
+        "= 0 FROM jobs WHERE id IN (SELECT job_id FROM requests WHERE key_id = :key)",
         "published": "SELECT count(*) > 0 FROM batches WHERE id = :batch AND results_key "
         "IS NOT NULL",
     }
