@@ -8,7 +8,10 @@ number of jobs. Per pool and hour, ``n`` jobs are running (at most the capacity)
 a job carries on into the next hour only after a full hour of work (so an engine
 cannot be kept warm for free across dirty hours). Emissions are each hour's energy
 times that hour's true intensity. A late slack per cohort (at a prohibitive price)
-keeps an overloaded case solvable and is counted as missed requests.
+keeps an overloaded case solvable and is counted as missed requests. A job takes at
+most the world's `job_max_requests` (at the mean request size), as the scheduler splits
+a bigger launch: when that is less than an hour's work, every job starts in the hour
+it runs (a cap above an hour's work is not modelled).
 
 With no start-up the integer variables vanish and the linear program is exact; with
 no capacity either, each cohort simply takes the cleanest hour of its window. Else
@@ -62,7 +65,8 @@ def stream_optimum(w: World, time_limit: float = 60.0) -> Outcome:
         pick[var_c[order][::-1]] = order[::-1]  # the cheapest variable of each cohort
         gco2e = float(cost_x[pick] @ work)
         late = span == 0
-        return _outcome(gco2e, float(work.sum()) * kwh, int(count[late].sum()), False)
+        jobs = len(np.unique(var_p[pick] * hours + var_h[pick]))
+        return _outcome(gco2e, float(work.sum()) * kwh, int(count[late].sum()), False, jobs)
 
     late_price = 10.0 * float(price.max())
     cells = npools * hours
@@ -87,8 +91,12 @@ def stream_optimum(w: World, time_limit: float = 60.0) -> Outcome:
     else:
         # Never more jobs in an hour than the work its cohorts could bring would fill:
         # a tight bound keeps the relaxation close (and the MILP quick) without capacity.
+        # A job takes at most `job_max_gpu_s`: below an hour's work, no job carries on
+        # into the next hour and each hour's work needs that many jobs.
+        per_job = min(HOUR - startup, w.job_max_gpu_s)
+        capped = w.job_max_gpu_s < HOUR - startup
         ready = np.bincount(var_h, weights=work[var_c], minlength=hours) / npools
-        most = np.ceil(ready / (HOUR - startup)).astype(np.int64)
+        most = np.ceil(ready / per_job).astype(np.int64)
         if w.capacity is not None:
             most = np.minimum(most, w.capacity)
         # Work within the running jobs' hour, their start-ups taken off.
@@ -108,6 +116,13 @@ def stream_optimum(w: World, time_limit: float = 60.0) -> Outcome:
         m.put(r + later, z0 + later - 1, -startup)
         feeds = np.flatnonzero(var_h % hours < hours - 1)
         m.put(r + cell_of[feeds] + 1, feeds, -1.0)
+        if capped:
+            r = m.add(cells, -np.inf, 0.0)  # work <= z * cap
+            m.put(r + cell_of, np.arange(nx), 1.0)
+            m.put(r + every, z0 + every, -w.job_max_gpu_s)
+            r = m.add(cells, 0.0, 0.0)  # every job running started in its hour
+            m.put(r + every, n0 + every, 1.0)
+            m.put(r + every, z0 + every, -1.0)
     constraint = m.constraint(nvar)
     upper = np.full(nvar, np.inf)
     if with_jobs:
@@ -139,12 +154,15 @@ def stream_optimum(w: World, time_limit: float = 60.0) -> Outcome:
     misses = int(np.round((late_work / np.maximum(work, 1e-12)) * count).sum())
     energy = float(x[:nx].sum()) + (startup * float(x[z0:].sum()) if with_jobs else 0.0)
     gco2e = value - late_price * float(late_work.sum()) + float(late_work @ price[0, cohorts])
-    return _outcome(gco2e, (energy + float(late_work.sum())) * kwh, misses, bound)
+    # Jobs: the starts of the schedule (without start-ups, one per cell that runs work).
+    starts = x[z0:].sum() if with_jobs else np.count_nonzero(np.bincount(cell_of, x[:nx]) > 1e-6)
+    jobs = int(np.round(starts))
+    return _outcome(gco2e, (energy + float(late_work.sum())) * kwh, misses, bound, jobs)
 
 
-def _outcome(gco2e: float, kwh: float, misses: int, bound: bool) -> Outcome:
+def _outcome(gco2e: float, kwh: float, misses: int, bound: bool, jobs: int) -> Outcome:
     empty = np.zeros(0)
-    return Outcome("optimal", empty, empty, gco2e, kwh, misses, bound=bound)
+    return Outcome("optimal", empty, empty, gco2e, kwh, misses, bound=bound, jobs=jobs)
 
 
 class _Rows:

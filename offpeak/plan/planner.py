@@ -226,6 +226,15 @@ def plan(
         jobs = separate(jobs, joined, groups, params, hour0)
         tick = Placement(jobs, pools, forecasts, params, busy or {}, (now_s - hour0) / HOUR)
         late = tick.reserve()
+    # A join may also make *another* job late: its run spilling into the hour that one
+    # needed. Then every join of the cut is undone, if that leaves fewer late.
+    joined = [j for j, u in enumerate(jobs.units) if len(u) > 1 and jobs.target[j] is None]
+    if late and joined and len(late) <= RETRY_MAX_LATE:
+        apart = separate(jobs, joined, groups, params, hour0)
+        retry = Placement(apart, pools, forecasts, params, busy or {}, (now_s - hour0) / HOUR)
+        fewer = retry.reserve()
+        if len(fewer) < len(late):
+            jobs, tick, late = apart, retry, fewer
     tick.improve(set(late))
     tick.place_late(late)
 

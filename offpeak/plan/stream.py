@@ -52,7 +52,7 @@ REQUEST_GPU_S = 0.5  # mean GPU-seconds of one request
 TOKENS_PER_GPU_S = 1000.0  # the stream's model: estimated tokens per GPU-second
 MODEL = "stream"
 _SHAPE = 2.0  # Gamma shape of request sizes (sums of them stay Gamma)
-_JOB_MAX_REQUESTS = 5000  # the setting's default (`job_max_requests`)
+JOB_MAX_REQUESTS = 5000  # the setting's default (`job_max_requests`)
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,14 @@ class World:
     startup_s: float
     rate: float
     diurnal: bool
+    # Most requests one job takes (the scheduler splits bigger launches): with small
+    # requests it caps a job's work below an hour, for offpeak and optimal alike.
+    job_max_requests: int = JOB_MAX_REQUESTS
+
+    @property
+    def job_max_gpu_s(self) -> float:
+        """A job's work at most, on average: its requests at their mean size."""
+        return self.job_max_requests * REQUEST_GPU_S
 
     @property
     def pools(self) -> list[Pool]:
@@ -140,6 +148,7 @@ def world(
     startup_s: float = 30.0,
     seed: int = 0,
     days: int | None = None,
+    job_max_requests: int = JOB_MAX_REQUESTS,
 ) -> World:
     """Align the traces by position (the shortest, or ``days``, sets the length)."""
     if not traces:
@@ -148,13 +157,17 @@ def world(
         raise InvalidInput("capacity must be at least 1 GPU per pool")
     if startup_s < 0 or startup_s >= 3600:
         raise InvalidInput("start-up must be between 0 and 3600 seconds")
+    if job_max_requests < 1:
+        raise InvalidInput("a job must take at least one request")
     hours = min(t.hours for t in traces)
     if days is not None:
         hours = min(hours, days * 24)
     truth = np.stack([t.intensity[:hours] for t in traces])
     stream = make_stream(rate, hours, deadline_h, traces[0].start, seed, diurnal)
     zones = [t.zone for t in traces]
-    return World(zones, truth, traces[0].start, stream, capacity, startup_s, rate, diurnal)
+    return World(
+        zones, truth, traces[0].start, stream, capacity, startup_s, rate, diurnal, job_max_requests
+    )
 
 
 class Runs:
@@ -280,7 +293,7 @@ def run_offpeak(w: World, forecast: Forecaster) -> Outcome:
             groups,
             pools,
             reg,
-            _JOB_MAX_REQUESTS,
+            w.job_max_requests,
             {p.zone: fc[i] for i, p in enumerate(pools)},
             {p.name: [runs.active(i, float(t))] for i, p in enumerate(pools)},
         )

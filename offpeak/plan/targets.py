@@ -103,9 +103,14 @@ def divisible_jobs(
         kept.setdefault(refs[i][0], {}).setdefault((s, p), []).append(i)
 
     jobs: list[TargetJob] = []
+    of_group = np.array([g for g, _ in refs])
     for gi in sorted(kept):
         runs = sorted((s, p, idx) for (s, p), idx in kept[gi].items())
-        runs = _merged(_waiting(runs, work, ends, cells, params), work, due, cells, params)
+        # The group's arrivals per hour, as its latest hour of deadlines shows them.
+        mine = of_group == gi
+        fresh = float(work[mine][due[mine] > due[mine].max() - 1.0].sum())
+        runs = _waiting(runs, work, ends, cells, params, fresh)
+        runs = _merged(runs, work, due, cells, params)
         for s, p, idx in runs:
             units = [refs[i][1] for i in idx]
             jobs += _split(gi, p, s, idx, units, work, due, cells, params)
@@ -144,6 +149,7 @@ class _Cells:
         # The work one job can run in a slot's clock hour, after its start-up.
         self.per_job = np.maximum(length[None, :] - self.startup[:, None], 0.0) * self.gpus[:, None]
         self.room = self.places * self.per_job
+        self.amount = np.zeros_like(self.cost)  # GPU-seconds per cell, once filled
 
     def leave(self, unit: float) -> None:
         """Keep a unit's worth free in each job's hour: units are whole, and a cell's
@@ -169,6 +175,7 @@ class _Cells:
                 continue
             amount[p, s] = x
             taken_from[: s + 1] += x
+        self.amount = amount
         return amount
 
 
@@ -192,20 +199,28 @@ def _waiting(
     ends: np.ndarray,
     cells: _Cells,
     params: PlannerParams,
+    fresh: float,
 ) -> list[tuple[int, int, list[int]]]:
-    """Small work planned for now waits instead for a later hour, the cleanest of
-    those that cost it less than its own start-up: the stream goes on, and what
-    arrives meanwhile shares that start (the same rule as joining a planned job)."""
+    """Work planned for now waits instead for a later hour, the cleanest of those that
+    cost it less than its own start-up: the stream goes on, and what arrives meanwhile
+    shares that start (the same rule as joining a planned job). Small work always may;
+    an hour's job only when the stream's ``fresh`` arrivals per hour are no small work
+    themselves (which would wait for company anyway, and save no start-up)."""
     if not runs or runs[0][0] != 0:
         return runs
     _, p0, idx = runs[0]
     w = float(work[idx].sum())
     last = int(ends[idx].min())
-    if w >= params.min_job_gpu_s or last < 2:
+    small = w < params.min_job_gpu_s
+    if last < 2 or not (small or (w <= cells.per_job[p0, 0] and fresh >= params.min_job_gpu_s)):
         return runs
     c0 = cells.cost[p0, 0]
     later = cells.cost[:, 1:last]
     ok = w * (later - c0) < cells.startup[p0] * cells.gpus[p0] * c0
+    if not small:  # and only into room the fill left free, beside another job: on a
+        # pool of one place, the hour is the fill's to share out
+        free = cells.room[:, 1:last] - cells.amount[:, 1:last]
+        ok &= (free >= w) & (cells.places[:, 1:last] > 1)
     if not ok.any():
         return runs
     k = int(np.argmin(np.where(ok, later, np.inf)))
@@ -267,24 +282,36 @@ def _split(
     gpus, startup = cells.gpus[p], cells.startup[p]
     most = max(1, min(int(cells.places[p, s]), len(idx)))
     least = max(1, math.ceil(total / params.max_job_gpu_s))
-    best = least
     begin = cells.off if s == 0 else float(s)
+    share = np.cumsum(w) - w / 2
+    best = least
     # Within the slot's clock hour every run has that hour's intensity: more jobs would
-    # only add start-ups. Past it, more jobs side by side may stay in the clean hour.
+    # only add start-ups. Past it, more jobs side by side may stay in the clean hour;
+    # each must still end by its own earliest deadline (or it would run now instead).
     if begin + (startup + total / least / gpus) / HOUR > s + 1 + _EPS and most > least:
         ks = np.arange(least, most + 1)
         hours = (startup + total / ks / gpus) / HOUR
         mean = window_integral(cells.series[p], np.full(len(ks), begin), hours) / hours
         cost = np.where(np.isfinite(mean), (total + ks * startup * gpus) * mean, np.inf)
         # The fewest jobs among the (nearly) cheapest: each one more is a start-up more.
-        if np.isfinite(cost.min()):
-            best = int(ks[np.flatnonzero(cost <= cost.min() * (1 + 1e-9))[0]])
+        ranked = np.lexsort((ks, np.round(cost / max(cost.min(), _EPS), 9))).tolist()
+        if np.isfinite(cost[ranked[0]]):
+            best = int(ks[ranked[0]])
+        for k in ranked:
+            if not np.isfinite(cost[k]):
+                break
+            part = _parts(share, total, int(ks[k]))
+            ends = begin + (startup + np.bincount(part, w, minlength=int(ks[k])) / gpus) / HOUR
+            firsts = np.full(int(ks[k]), np.inf)
+            np.minimum.at(firsts, part, due[idx])
+            if np.all((ends <= firsts + _EPS) | ~np.isfinite(firsts)):
+                best = int(ks[k])
+                break
     # Contiguous deadline ranges of about equal work.
-    share = np.cumsum(w) - w / 2
-    part = np.minimum((share / total * best).astype(np.int64), best - 1) if total > 0 else None
+    part = _parts(share, total, best)
     chunks: list[list[int]] = [[] for _ in range(best)]
     for n in range(len(idx)):
-        chunks[0 if part is None else int(part[n])].append(n)
+        chunks[int(part[n])].append(n)
     chunks = [c for c in chunks if c]
     return [
         TargetJob(
@@ -298,3 +325,10 @@ def _split(
         )
         for c in chunks
     ]
+
+
+def _parts(share: np.ndarray, total: float, k: int) -> np.ndarray:
+    """Which of ``k`` contiguous ranges of about equal work each unit falls in."""
+    if total <= 0:
+        return np.zeros(len(share), dtype=np.int64)
+    return np.minimum((share / total * k).astype(np.int64), k - 1)

@@ -112,6 +112,23 @@ def test_the_optimum_without_start_up_is_each_cohort_in_its_cleanest_hour() -> N
     assert exact.gco2e <= ran.gco2e * (1 + 2e-3)
 
 
+def test_the_optimums_jobs_take_at_most_job_max_requests_like_the_schedulers() -> None:
+    def optimum(cap: int) -> tuple[float, int]:
+        w = world([wave("AA", days=3)], rate=1200.0, startup_s=60.0, job_max_requests=cap)
+        o = stream_optimum(w)
+        assert not o.bound and o.misses == 0
+        return o.gco2e, o.jobs
+
+    free, capped = optimum(1_000_000), optimum(1000)  # 500 GPU-s a job
+    assert capped[0] > free[0]
+    # 2 days of arrivals at 1200 GPU-s/h: at least that many jobs of 500 GPU-s.
+    assert capped[1] >= 2 * 24 * 1200 / 500 * 0.95 > free[1]
+    # Offpeak runs under the same cap: never cheaper than its optimum.
+    w = world([wave("AA", days=3)], rate=1200.0, startup_s=60.0, job_max_requests=1000)
+    ran = run_offpeak(w, Forecaster(w.truth, "perfect", 1))
+    assert ran.gco2e >= capped[0] * (1 - 2e-3)
+
+
 def run_cli(*args: str, ok: bool = True) -> str:
     done = CliRunner().invoke(main, ["simulate", "--workload", "stream", *args])
     assert (done.exit_code == 0) == ok, done.output
