@@ -8,7 +8,18 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    String,
+    any_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from offpeak.errors import NotFound
 from offpeak.events import outbox
@@ -100,6 +111,16 @@ def pending_requests(
         return [(rid, str(segment)) for rid, segment in rows]
 
 
+def _among(db: Database, ids: Sequence[str]) -> list[ColumnElement[bool]]:
+    """``Request.id`` in ``ids``, as conditions to run one after the other: on PostgreSQL
+    one, on an array parameter (`= ANY`), since a parameter per id costs the client more
+    to build and send than the update it serves; elsewhere one per `ID_CHUNK` ids
+    (SQLite's cap on parameters)."""
+    if db.dialect == "postgresql":
+        return [Request.id == any_(bindparam("ids", list(ids), type_=ARRAY(String)))]
+    return [Request.id.in_(ids[start : start + ID_CHUNK]) for start in range(0, len(ids), ID_CHUNK)]
+
+
 def create_job(db: Database, job: Job, request_ids: Sequence[str], at: int) -> int:
     """Insert ``job`` and move its requests to `in_progress`, atomically.
 
@@ -110,13 +131,10 @@ def create_job(db: Database, job: Job, request_ids: Sequence[str], at: int) -> i
         session.add(job)
         session.flush()
         moved = 0
-        for start in range(0, len(request_ids), ID_CHUNK):
+        for among in _among(db, request_ids):
             result = session.execute(
                 update(Request)
-                .where(
-                    Request.id.in_(request_ids[start : start + ID_CHUNK]),
-                    Request.status == Status.REGISTERED.value,
-                )
+                .where(among, Request.status == Status.REGISTERED.value)
                 .values(status=Status.IN_PROGRESS.value, job_id=job.id, in_progress_at=at)
             )
             moved += result.rowcount  # type: ignore[attr-defined]
