@@ -190,6 +190,7 @@ def run_offpeak(stack: Any, env: dict[str, str], secret: str, key_id: str, convs
     jobs = job_rows(watch.path, key_id)
     return {
         "wall": end - start,
+        "load": os.getloadavg()[1],  # the machine is shared: its 5-minute load average
         "tokens": tokens,
         "stages": stages(start, batched, watch.seen, end, jobs),
         "jobs": len(jobs),
@@ -264,6 +265,7 @@ def run_raw(bench: Any, convs: list[Any], models_dir: Path) -> dict[str, Any]:
     return {
         "import": imported,
         "wall": measured.start + measured.generate,
+        "load": os.getloadavg()[1],
         "start": measured.start,
         "generate": measured.generate,
         "tokens": sum(measured.tokens),
@@ -361,8 +363,9 @@ def report(
         )
     for n in sizes:
         print(f"where offpeak's {ours[n]['wall']:.1f} s went at {n} requests "
-              f"({ours[n]['jobs']} job(s); raw vLLM: {raw[n]['import']:.1f} s import, not "
-              f"counted, {raw[n]['start']:.1f} s engine start, "
+              f"({ours[n]['jobs']} job(s), load {ours[n]['load']:.1f}; raw vLLM: load "
+              f"{raw[n]['load']:.1f}, {raw[n]['import']:.1f} s import (once, not counted), "
+              f"{raw[n]['start']:.1f} s engine start, "
               f"{raw[n]['generate']:.1f} s generation):")  # fmt: skip
         for stage, seconds in ours[n]["stages"].items():
             print(f"  {stage:<48} {seconds:7.1f} s")
