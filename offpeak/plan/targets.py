@@ -103,13 +103,15 @@ def divisible_jobs(
         kept.setdefault(refs[i][0], {}).setdefault((s, p), []).append(i)
 
     jobs: list[TargetJob] = []
+    # Each group's arrivals per hour, as its latest hour of deadlines shows them.
     of_group = np.array([g for g, _ in refs])
+    latest_due = np.full(len(groups), -np.inf)
+    np.maximum.at(latest_due, of_group, due)
+    recent = due > latest_due[of_group] - 1.0
+    fresh = np.bincount(of_group[recent], work[recent], minlength=len(groups))
     for gi in sorted(kept):
         runs = sorted((s, p, idx) for (s, p), idx in kept[gi].items())
-        # The group's arrivals per hour, as its latest hour of deadlines shows them.
-        mine = of_group == gi
-        fresh = float(work[mine][due[mine] > due[mine].max() - 1.0].sum())
-        runs = _waiting(runs, work, ends, cells, params, fresh)
+        runs = _waiting(runs, work, ends, cells, params, float(fresh[gi]))
         runs = _merged(runs, work, due, cells, params)
         for s, p, idx in runs:
             units = [refs[i][1] for i in idx]
@@ -294,25 +296,23 @@ def _split(
         mean = window_integral(cells.series[p], np.full(len(ks), begin), hours) / hours
         cost = np.where(np.isfinite(mean), (total + ks * startup * gpus) * mean, np.inf)
         # The fewest jobs among the (nearly) cheapest: each one more is a start-up more.
-        ranked = np.lexsort((ks, np.round(cost / max(cost.min(), _EPS), 9))).tolist()
-        if np.isfinite(cost[ranked[0]]):
-            best = int(ks[ranked[0]])
-        for k in ranked:
-            if not np.isfinite(cost[k]):
-                break
-            part = _parts(share, total, int(ks[k]))
-            ends = begin + (startup + np.bincount(part, w, minlength=int(ks[k])) / gpus) / HOUR
-            firsts = np.full(int(ks[k]), np.inf)
-            np.minimum.at(firsts, part, due[idx])
-            if np.all((ends <= firsts + _EPS) | ~np.isfinite(firsts)):
-                best = int(ks[k])
-                break
+        # Then, if one of those would end late, the next cheapest.
+        if np.isfinite(cost.min()):
+            best = int(ks[np.flatnonzero(cost <= cost.min() * (1 + 1e-9))[0]])
+            if not _on_time(share, w, due[idx], total, best, begin, startup, gpus):
+                for k in np.lexsort((ks, cost)).tolist():
+                    if not np.isfinite(cost[k]):
+                        break
+                    if _on_time(share, w, due[idx], total, int(ks[k]), begin, startup, gpus):
+                        best = int(ks[k])
+                        break
     # Contiguous deadline ranges of about equal work.
-    part = _parts(share, total, best)
-    chunks: list[list[int]] = [[] for _ in range(best)]
-    for n in range(len(idx)):
-        chunks[int(part[n])].append(n)
-    chunks = [c for c in chunks if c]
+    chunks: list[list[int]] = [list(range(len(idx)))]
+    if best > 1:
+        chunks = [[] for _ in range(best)]
+        for n, k in enumerate(_parts(share, total, best).tolist()):
+            chunks[k].append(n)
+        chunks = [c for c in chunks if c]
     return [
         TargetJob(
             gi,
@@ -325,6 +325,26 @@ def _split(
         )
         for c in chunks
     ]
+
+
+def _on_time(
+    share: np.ndarray,
+    w: np.ndarray,
+    due: np.ndarray,
+    total: float,
+    k: int,
+    begin: float,
+    startup: float,
+    gpus: float,
+) -> bool:
+    """Whether ``k`` jobs side by side from ``begin``, by deadline range, each end by
+    the earliest deadline of their units."""
+    # Each range holds at most its share and one unit more: no deadline that near.
+    if begin + (startup + (total / k + float(w.max())) / gpus) / HOUR <= float(due.min()):
+        return True
+    starts = np.flatnonzero(np.diff(_parts(share, total, k), prepend=-1))  # contiguous
+    ends = begin + (startup + np.add.reduceat(w, starts) / gpus) / HOUR
+    return bool(np.all(ends <= np.minimum.reduceat(due, starts) + _EPS))
 
 
 def _parts(share: np.ndarray, total: float, k: int) -> np.ndarray:
