@@ -3,6 +3,7 @@ and the planner's view of them in GPU-seconds."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,17 +38,20 @@ class PendingGroup:
         return sum(u.count for u in self.units)
 
 
-def work_groups(groups: Sequence[PendingGroup], registry: ModelRegistry) -> list[WorkGroup]:
-    """The planner's view of the pending groups: per unit, its deadline and GPU-seconds."""
+def work_groups(
+    groups: Sequence[PendingGroup], registry: ModelRegistry, job_max_requests: int | None = None
+) -> list[WorkGroup]:
+    """The planner's view of the pending groups: per unit, its deadline and GPU-seconds;
+    with ``job_max_requests``, the work of that many of the group's requests (at their
+    mean size) as the most one job takes."""
     out = []
     for g in groups:
         spec = registry.get(g.engine_model)
-        out.append(
-            WorkGroup(
-                g.engine_model,
-                [Work(u.first_expires_at, work_gpu_seconds(u.tokens, spec)) for u in g.units],
-            )
-        )
+        units = [Work(u.first_expires_at, work_gpu_seconds(u.tokens, spec)) for u in g.units]
+        largest = math.inf
+        if job_max_requests is not None and g.count:
+            largest = sum(u.gpu_seconds for u in units) / g.count * job_max_requests
+        out.append(WorkGroup(g.engine_model, units, largest))
     return out
 
 

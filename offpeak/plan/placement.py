@@ -87,13 +87,13 @@ def cut_jobs(
             deadline.append(items[i].expires_at - params.safety_margin_s)
             continue
         order = sorted(left, key=lambda i: items[i].expires_at)
+        largest = min(params.max_job_gpu_s, g.max_job_gpu_s)
         chunk: list[int] = []
         size = due = 0.0
         for i in order:
             w = items[i].gpu_seconds
             if chunk and (
-                size + w > params.max_job_gpu_s
-                or now_s + fastest_start + (size + w) / fastest_gpus > due
+                size + w > largest or now_s + fastest_start + (size + w) / fastest_gpus > due
             ):
                 group.append(gi)
                 units.append(tuple(chunk))

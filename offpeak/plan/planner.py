@@ -110,6 +110,9 @@ class WorkGroup:
 
     key: str
     units: Sequence[Work]
+    # The most work one job of the group may take: `job_max_requests` of its requests,
+    # as the scheduler opens them (each job its own start-up and place in a pool).
+    max_job_gpu_s: float = math.inf
 
 
 @dataclass(frozen=True)

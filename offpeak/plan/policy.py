@@ -103,7 +103,7 @@ def carbon(tick: Tick) -> Decision:
     the next tick, so a tick claims at most the requests the pools can run now."""
     plan = planner.plan(
         tick.now,
-        work_groups(tick.groups, tick.registry),
+        work_groups(tick.groups, tick.registry, tick.job_max_requests),
         tick.pools,
         tick.forecasts,
         busy=tick.busy,

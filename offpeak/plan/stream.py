@@ -191,6 +191,10 @@ class Runs:
         self.jobs.append((p, start, hours, work))
         self.late += int(counts[due < start + hours - 1e-9].sum())
 
+    def next_end(self) -> float | None:
+        """When the next running job ends (a place frees), if any is running."""
+        return min((ends[0] for ends in self.ends if ends), default=None)
+
     def active(self, p: int, t: float) -> int:
         """Jobs launched and not ended at ``t`` (running or queued): the state DB's count."""
         ends = self.ends[p]
@@ -261,7 +265,9 @@ def registry() -> ModelRegistry:
 
 
 def run_offpeak(w: World, forecast: Forecaster) -> Outcome:
-    """The carbon policy every hour on the requests pending then (see the module doc)."""
+    """The carbon policy every hour on the requests pending then (see the module doc),
+    and, with capacity, whenever a job ends while work is pending: the scheduler ticks
+    every 30 s, so a freed place is taken at once, not at the next hour."""
     s, pools = w.stream, w.pools
     t0 = w.start.timestamp()
     index = {p.name: i for i, p in enumerate(pools)}
@@ -273,10 +279,10 @@ def run_offpeak(w: World, forecast: Forecaster) -> Outcome:
     ready = np.floor(s.arrival).astype(np.int64) + 1
     runs = Runs(w)
     lo = arrived = 0
-    t = int(ready[0])
+    t = float(ready[0])
     while arrived < len(s) or lo < arrived:
         if lo == arrived:
-            t = max(t, int(ready[arrived]))
+            t = max(t, float(ready[arrived]))
         arrived = int(np.searchsorted(ready, t, side="right"))
         pending = lo + np.flatnonzero(left[lo:arrived] > 0)
         units = tuple(
@@ -287,7 +293,8 @@ def run_offpeak(w: World, forecast: Forecaster) -> Outcome:
         )
         now = w.start + timedelta(hours=t)
         groups = [PendingGroup(MODEL, (MODEL,), units)]
-        fc = forecast(t, forecast_hours(groups, now))  # as far as `gather` reads it
+        hour = math.floor(t + 1e-9)
+        fc = forecast(hour, forecast_hours(groups, now))  # as far as `gather` reads it
         tick = Tick(
             now,
             groups,
@@ -312,10 +319,14 @@ def run_offpeak(w: World, forecast: Forecaster) -> Outcome:
             work = work_left[span] * share
             left[span] -= take
             work_left[span] -= work
-            runs.run(index[launch.pool], float(t), float(work.sum()), s.expires[span], take)
+            runs.run(index[launch.pool], t, float(work.sum()), s.expires[span], take)
         while lo < arrived and left[lo] == 0:
             lo += 1
-        t += 1
+        following = float(hour + 1)
+        end = runs.next_end()
+        if w.capacity and lo < arrived and end is not None and t + 1e-6 < end < following:
+            following = end
+        t = following
     return runs.outcome("offpeak")
 
 

@@ -115,7 +115,8 @@ def divisible_jobs(
         runs = _merged(runs, work, due, cells, params)
         for s, p, idx in runs:
             units = [refs[i][1] for i in idx]
-            jobs += _split(gi, p, s, idx, units, work, due, cells, params)
+            largest = min(params.max_job_gpu_s, groups[gi].max_job_gpu_s)
+            jobs += _split(gi, p, s, idx, units, work, due, cells, largest)
     covered = {refs[i] for cells_of in kept.values() for idx in cells_of.values() for i in idx}
     return jobs, covered
 
@@ -275,15 +276,16 @@ def _split(
     work: np.ndarray,
     due: np.ndarray,
     cells: _Cells,
-    params: PlannerParams,
+    largest: float,
 ) -> list[TargetJob]:
     """A cell's units as ``k`` jobs side by side, by deadline range: the ``k`` (up to
-    the free places) with the least expected emissions, start-ups included."""
+    the free places, at least what ``largest`` work per job needs) with the least
+    expected emissions, start-ups included."""
     w = work[idx]
     total = float(w.sum())
     gpus, startup = cells.gpus[p], cells.startup[p]
     most = max(1, min(int(cells.places[p, s]), len(idx)))
-    least = max(1, math.ceil(total / params.max_job_gpu_s))
+    least = max(1, math.ceil(total / largest))
     begin = cells.off if s == 0 else float(s)
     share = np.cumsum(w) - w / 2
     best = least

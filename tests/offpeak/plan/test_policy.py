@@ -149,18 +149,19 @@ def test_carbon_without_a_signal_still_runs_work_due_soon() -> None:
 
 
 def test_carbon_opens_one_job_on_a_pool_that_runs_one() -> None:
-    # One planned job of 5,000 short requests (a few minutes of work), two jobs' worth
-    # of job_max_requests: the pool runs one job at a time, so one opens now, for the
-    # earliest due, and the rest stays pending.
+    # 5,000 short requests (a few minutes of work), two jobs' worth of job_max_requests:
+    # the planner cuts them into two jobs, and the pool runs one job at a time, so one
+    # opens now, for the earliest due, and the other is planned for a later hour.
     one = Pool("local", "inference/local", "GB", max_concurrent_jobs=1, startup_seconds=30)
     units = tuple(PendingUnit(T0 + h * 3600, T0 + h * 3600 + 30, 2500, 250_000) for h in (20, 24))
     group = PendingGroup("tiny-chat", ("tiny-chat",), units)
     now = tick([group], [50.0] + [300.0] * 30, job_max_requests=2500)
     decision = carbon(replace(now, pools=[one]))
-    assert decision.plan is not None and len(decision.plan.launch) == 1
+    assert decision.plan is not None and len(decision.plan.jobs) == 2
+    assert [j.units for j in decision.plan.launch] == [(0,)]
     (launch,) = decision.launches
     assert launch.max_requests == 2500 and launch.pool == "local"
-    assert launch.expires_between == (T0 + 20 * 3600, T0 + 24 * 3600 + 30)
+    assert launch.expires_between == (T0 + 20 * 3600, T0 + 20 * 3600 + 30)
 
 
 def test_carbon_opens_nothing_on_a_full_pool() -> None:
@@ -170,14 +171,15 @@ def test_carbon_opens_nothing_on_a_full_pool() -> None:
 
 
 def test_carbon_caps_the_launches_at_the_free_places_earliest_deadline_first() -> None:
-    # Without a signal both planned jobs run now: five launches of at most 700 requests.
-    # Two of the four places are busy, so two open, both for the earliest-due job.
+    # Without a signal every planned job runs now: one per unit (a unit's 1,000 requests
+    # are more than one job's 700 already), each two launches. Two of the four places
+    # are busy, so two open, both for the earliest-due unit.
     groups = [group_of((10, 1000), (12, 1000), (14, 1000))]
     decision = carbon(tick(groups, [], job_max_requests=700, busy={"local": [2]}))
     assert decision.plan is not None and len(decision.plan.launch) == 2
-    assert [launch.max_requests for launch in decision.launches] == [700, 700]
+    assert [launch.max_requests for launch in decision.launches] == [700, 300]
     due = {launch.expires_between for launch in decision.launches}
-    assert due == {(T0 + 10 * 3600, T0 + 12 * 3600 + 30)}
+    assert due == {(T0 + 10 * 3600, T0 + 10 * 3600 + 30)}
 
 
 def test_carbon_runs_late_jobs_only_in_places_left_free() -> None:

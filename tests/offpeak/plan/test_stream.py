@@ -168,3 +168,14 @@ def test_cli_stream_table_says_how_optimal_was_found_and_refuses_bad_input(
     assert "--rate" in run_cli("--trace", "GB", ok=False)
     assert "--plot" in run_cli("--rate", "5", "--plot", str(tmp_path / "x.png"), ok=False)
     assert "--startup-seconds" in run_cli("--rate", "5", "--startup-seconds", "-1", ok=False)
+
+
+def test_a_freed_place_is_taken_before_the_next_hour() -> None:
+    # One GPU, jobs of at most 1,000 requests (500 GPU-s): an hour's arrivals are
+    # several jobs, one at a time. The scheduler ticks every 30 s, so the next job
+    # starts when a place frees; at hourly ticks the pool would run one job an hour
+    # and fall behind.
+    w = world([wave("AA", days=3)], rate=1800.0, capacity=1, startup_s=60.0, job_max_requests=1000)
+    out = run_offpeak(w, Forecaster(w.truth, "perfect", 1))
+    assert out.misses == 0
+    assert any(abs(s - round(s)) > 1e-6 for s in out.start)
