@@ -1,7 +1,7 @@
 """idempotency leases: the request that holds an unanswered key and until when (renewed
 while it works), so a claim left by a killed API replica is taken over in seconds
 
-Revision ID: 0014
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-07 09:40:00
 
@@ -10,7 +10,7 @@ Create Date: 2026-12-07 09:40:00
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
+revision = "0013"
 down_revision = "0012"
 branch_labels = None
 depends_on = None
