@@ -271,9 +271,10 @@ def cancel_batch(db: Database, key_id: str, batch_id: str, at: int) -> Batch:
     return batch
 
 
-def _waiting() -> ColumnElement[bool]:
-    """A request of the batch is registered or in progress."""
-    return (
+def _settled() -> ColumnElement[bool]:
+    """No request of the batch is waiting, nor in a job still running (a job ends after
+    its carbon is accounted): what it publishes can no longer change."""
+    waiting = (
         select(Request.id)
         .where(
             Request.batch_id == Batch.id,
@@ -281,19 +282,18 @@ def _waiting() -> ColumnElement[bool]:
         )
         .exists()
     )
-
-
-def _settled() -> ColumnElement[bool]:
-    """No request of the batch is waiting, nor in a job still running (a job ends after
-    its carbon is accounted): what it publishes can no longer change."""
-    waiting = _waiting()
+    # The batches of the jobs still running, read once (the requests of a few jobs): as
+    # a test per batch, PostgreSQL may join each batch's every request to its job,
+    # seconds per tick with a million requests pending.
     running = (
-        select(Request.id)
+        select(Request.batch_id)
         .join(Job, Job.id == Request.job_id)
-        .where(Request.batch_id == Batch.id, Job.status.in_(ACTIVE_JOB_STATUSES))
-        .exists()
+        .where(Job.status.in_(ACTIVE_JOB_STATUSES))
+        .cte("running_batches")
+        .prefix_with("MATERIALIZED")
     )
-    return ~waiting & ~running
+    in_running_job = select(running.c.batch_id).where(running.c.batch_id == Batch.id).exists()
+    return ~waiting & ~in_running_job
 
 
 def unsettled(db: Database, batch_ids: Sequence[str]) -> set[str]:
@@ -307,21 +307,8 @@ def unsettled(db: Database, batch_ids: Sequence[str]) -> set[str]:
 
 
 def ready_to_publish(db: Database) -> list[Batch]:
-    """Open batches whose requests have all ended, their jobs too (`_settled`)."""
-    # The batches of the jobs still running, read once (the requests of a few jobs): as
-    # a test per open batch, PostgreSQL may join each batch's every request to its job,
-    # seconds per tick with a million requests pending.
-    running = (
-        select(Request.batch_id)
-        .join(Job, Job.id == Request.job_id)
-        .where(Job.status.in_(ACTIVE_JOB_STATUSES))
-        .cte("running_batches")
-        .prefix_with("MATERIALIZED")
-    )
-    in_running_job = select(running.c.batch_id).where(running.c.batch_id == Batch.id).exists()
-    query = select(Batch).where(
-        Batch.status.in_([s.value for s in CANCELLABLE]), ~_waiting(), ~in_running_job
-    )
+    """Open batches whose requests have all ended, their jobs too."""
+    query = select(Batch).where(Batch.status.in_([s.value for s in CANCELLABLE]), _settled())
     with db.session() as session:
         return list(session.scalars(query.order_by(Batch.id)))
 
