@@ -302,7 +302,7 @@ def run_offpeak(w: World, forecast: Forecaster) -> Outcome:
             reg,
             w.job_max_requests,
             {p.zone: fc[i] for i, p in enumerate(pools)},
-            {p.name: [runs.active(i, float(t))] for i, p in enumerate(pools)},
+            {p.name: [runs.active(i, t)] for i, p in enumerate(pools)},
         )
         for launch in carbon(tick).launches:
             a, b = launch.expires_between or (first[lo], last[arrived - 1])

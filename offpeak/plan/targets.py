@@ -87,11 +87,11 @@ def divisible_jobs(
     ends = np.where(latest - off < params.forecast_margin_s / HOUR, np.minimum(ends, 1), ends)
     ends = np.clip(ends, 0, cells.slots)
     cells.leave(min(float(work.max()), HOUR / 4))
-    amount = cells.fill(work, ends)
+    cells.fill(work, ends)
 
     order = np.lexsort((np.arange(len(refs)), due))
     order = order[ends[order] > 0]  # due within this clock hour: the default cut's
-    cell_of = _assign(work[order], amount)
+    cell_of = _assign(work[order], cells.amount)
     # Units are whole: one whose middle lands past its own last slot (a cell's amount
     # being a fraction of a unit) is left to the default cut.
     cell_of = np.where(cell_of % cells.slots < ends[order], cell_of, -1)
@@ -160,13 +160,13 @@ class _Cells:
         hour would hold two)."""
         self.room = self.places * np.maximum(self.per_job - unit, 0.0)
 
-    def fill(self, work: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """GPU-seconds per cell: cleanest cells first, each taking what the deadlines
-        allow. Cells at slots >= T can only take the work of units due after T."""
+    def fill(self, work: np.ndarray, ends: np.ndarray) -> None:
+        """GPU-seconds per cell (``amount``): cleanest cells first, each taking what the
+        deadlines allow. Cells at slots >= T can only take the work of units due after T."""
         slots = self.slots
         after = np.array([work[ends > t].sum() for t in range(slots + 1)])
         taken_from = np.zeros(slots + 1)  # work already in slots >= t
-        amount = np.zeros_like(self.cost)
+        amount = self.amount = np.zeros_like(self.cost)
         flat = np.argsort(self.cost, axis=None, kind="stable")
         for k in flat.tolist():
             p, s = divmod(k, slots)
@@ -178,8 +178,6 @@ class _Cells:
                 continue
             amount[p, s] = x
             taken_from[: s + 1] += x
-        self.amount = amount
-        return amount
 
 
 def _assign(work: np.ndarray, amount: np.ndarray) -> np.ndarray:

@@ -59,6 +59,9 @@ class Claim:
     idempotency_key: str
     owner: str  # random per claim
 
+    def pk_values(self) -> tuple[str, str, str]:
+        return self.key_id, self.route, self.idempotency_key
+
     def _pk(self) -> tuple[Any, ...]:
         return (
             IdempotencyKey.key_id == self.key_id,
@@ -176,7 +179,7 @@ def answer_on(
         f"WHERE key_id = {mark} AND route = {mark} AND idempotency_key = {mark} "
         f"AND owner = {mark} AND status IS NULL"
     )
-    params = (body_sha256, status, response, *_pk_values(held), held.owner)
+    params = (body_sha256, status, response, *held.pk_values(), held.owner)
 
     def store(cursor: Any) -> None:
         cursor.execute(sql, params)
@@ -188,10 +191,6 @@ def answer_on(
             )
 
     return store
-
-
-def _pk_values(held: Claim) -> tuple[str, str, str]:
-    return held.key_id, held.route, held.idempotency_key
 
 
 def release(db: Database, held: Claim) -> None:
