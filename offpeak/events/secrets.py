@@ -63,15 +63,19 @@ def create(db: Database, key_id: str, at: int) -> str:
 
 def live(session: Session, key_id: str, at: int) -> list[str]:
     """The secrets that sign the key's events now, newest first; one is issued when the
-    key has none (a key made before webhooks existed: `rotate` shows a new one)."""
-    found = list(
-        session.scalars(
-            select(WebhookSecret.secret)
-            .where(
-                WebhookSecret.key_id == key_id,
-                or_(WebhookSecret.retires_at.is_(None), WebhookSecret.retires_at > at),
-            )
-            .order_by(WebhookSecret.id.desc())
+    key has none (a key made before webhooks existed: `rotate` shows a new one). In a
+    write session: the deliveries to a key's targets run side by side, and the first to
+    find no secret issues it while holding the key's row, so the others sign with it
+    rather than each issuing one of its own."""
+    query = (
+        select(WebhookSecret.secret)
+        .where(
+            WebhookSecret.key_id == key_id,
+            or_(WebhookSecret.retires_at.is_(None), WebhookSecret.retires_at > at),
         )
+        .order_by(WebhookSecret.id.desc())
     )
-    return found or [issue(session, key_id, at)]
+    if found := list(session.scalars(query)):
+        return found
+    session.execute(select(ApiKey.id).where(ApiKey.id == key_id).with_for_update())
+    return list(session.scalars(query)) or [issue(session, key_id, at)]

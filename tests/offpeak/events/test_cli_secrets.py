@@ -4,6 +4,8 @@ rotate-webhook-secret` issues a new one, the old one signing beside it for a whi
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from standardwebhooks.webhooks import Webhook
@@ -12,6 +14,7 @@ from offpeak.clock import now
 from offpeak.events import secrets
 from offpeak.events.delivery import signature
 from offpeak.state.db import Database
+from offpeak.state.models import ApiKey
 from tests.offpeak.test_cli import offpeak
 
 
@@ -49,3 +52,20 @@ def test_rotating_an_unknown_key_says_so(tmp_path: Path) -> None:
     offpeak(tmp_path, "db", "upgrade")
     done = offpeak(tmp_path, "keys", "rotate-webhook-secret", "nope", ok=False)
     assert "no API key" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_deliveries_racing_on_a_key_without_a_secret_issue_one(db: Database, key: ApiKey) -> None:
+    # A key made before webhooks existed has no secret; the deliveries to its targets
+    # run side by side and each asks for the live ones at once (seen in CI: two issued).
+    start = threading.Barrier(8)
+
+    def ask(_: int) -> list[str]:
+        start.wait()
+        with db.session(write=True) as session:
+            return secrets.live(session, key.id, now())
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(8)))
+    with db.session() as session:
+        assert secrets.live(session, key.id, now()) == answers[0]
+    assert len(answers[0]) == 1 and all(a == answers[0] for a in answers)
