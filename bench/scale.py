@@ -13,7 +13,8 @@ so its peak RSS (VmHWM) is its own:
   requests pending on 50 models in 1,000 batches (its parts are printed too: opening
   jobs is bounded by the pools' free places, the rest grows with the pending units);
 - ``drain``: a second tick with the `immediate` policy, which opens everything the first
-  left at once (regardless of capacity): how opening jobs grows with the requests;
+  left at once (regardless of capacity): how opening jobs grows with the requests (shown,
+  not judged against the targets: no tick of the `carbon` policy claims that much);
 - ``list``: streaming `GET /v1/requests` (N status lines) from `offpeak api` (uvicorn)
   over HTTP; the RSS is the server's;
 - ``ingest``: a dataset of N rows (a local Parquet file) ingested as one batch, its
@@ -542,9 +543,11 @@ def tick_target(sizes: list[int], results: dict[int, dict[str, dict[str, Any]]])
 def verdict(
     sizes: list[int], results: dict[int, dict[str, dict[str, Any]]], steps: tuple[str, ...]
 ) -> list[str]:
-    """What misses the targets (empty: all met)."""
+    """What misses the targets (empty: all met). `drain` is shown, not judged: it is this
+    benchmark's own step (the `immediate` policy claiming every pending request at once,
+    which no tick of the `carbon` policy does), not one the issue names."""
     misses = []
-    for step in steps:
+    for step in (s for s in steps if s != "drain"):
         for small, big in itertools.pairwise(sizes):
             if big != small * 10:
                 continue

@@ -2,7 +2,12 @@
 
 A Prefect server on 127.0.0.1 (unless PREFECT_API_URL names one), a process work
 pool per pool named in prefect.yaml, the deployments of prefect.yaml (the scheduler on
-an interval of OFFPEAK_SCHEDULER_INTERVAL seconds), a worker, and the API.
+an interval of OFFPEAK_SCHEDULER_INTERVAL seconds), a worker per pool, and the API.
+
+The scheduler, publish and gc flows run on a pool of their own (`control`), as in
+production, and its worker (so every control flow run it starts) only on CPU time the
+engines leave (SCHED_IDLE on Linux): on one machine they share the CPU, and a tick that
+waits costs nothing, an engine that waits costs throughput.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = PROJECT / "prefect.yaml"
 BIN = Path(sys.executable).parent
 SCHEDULER = "scheduler/scheduler"
+CONTROL_POOL = "control"
 
 log = logging.getLogger("offpeak.serve")
 
@@ -67,6 +73,15 @@ def set_scheduler_interval(seconds: float) -> None:
         client.create_deployment_schedules(deployment.id, [(interval, True)])
 
 
+def _idle_priority() -> None:
+    """In the child before it starts: run only on CPU time nothing else wants (Linux), or
+    at the lowest priority."""
+    if hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(19)
+
+
 class Stack:
     """The processes of one `offpeak serve`, started in order and stopped in reverse."""
 
@@ -79,12 +94,17 @@ class Stack:
         self.prefect_log: Path | None = None
 
     def _spawn(
-        self, name: str, args: list[str], log: Path | None = None, **env: str
+        self, name: str, args: list[str], log: Path | None = None, idle: bool = False, **env: str
     ) -> subprocess.Popen[bytes]:
         out = open(log, "ab") if log else None  # noqa: SIM115 - the child owns it
         # Each in its own process group: stopping it stops what it started (flow runs).
         process = subprocess.Popen(
-            args, env={**self.env, **env}, stdout=out, stderr=out, start_new_session=True
+            args,
+            env={**self.env, **env},
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            preexec_fn=_idle_priority if idle else None,
         )
         if out:
             out.close()
@@ -127,6 +147,7 @@ class Stack:
             self._spawn(
                 f"worker {pool}",
                 [str(BIN / "prefect"), "worker", "start", "--pool", pool],
+                idle=pool == CONTROL_POOL,
                 PREFECT_WORKER_QUERY_SECONDS="1",
                 PREFECT_WORKER_PREFETCH_SECONDS="5",
             )

@@ -33,6 +33,11 @@ ENV_DEFAULTS = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     # GiB of KV cache on the CPU build (the GPU build sizes it from GPU memory).
     "VLLM_CPU_KVCACHE_SPACE": "1",
+    # vLLM's loggers go to the process's own handlers. Configuring its own, vLLM runs
+    # logging.config.dictConfig, which first shuts every existing handler down: in a
+    # Prefect flow run that waited for all queued logs to reach the Prefect server (5 s
+    # of a 15 s engine start), and closed the run's API log handler.
+    "VLLM_CONFIGURE_LOGGING": "0",
 }
 
 # Engine arguments unless models.yaml says otherwise (see shared/reference/VLLM_CPU.md).

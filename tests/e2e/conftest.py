@@ -27,6 +27,7 @@ class Stack:
     data_dir: Path
     db: Database
     log: Path
+    pid: int  # of `offpeak serve`
 
     def new_key(self, credits: float = 10.0) -> str:
         return create_key(self.db, "e2e", credits)[1]
@@ -69,7 +70,7 @@ def stack(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     wait_for(up, "offpeak serve", timeout=180)
     db = Database(f"sqlite:///{data_dir / 'offpeak.db'}")
     try:
-        yield Stack(base_url, data_dir, db, log)
+        yield Stack(base_url, data_dir, db, log, process.pid)
     finally:
         process.send_signal(signal.SIGINT)
         try:

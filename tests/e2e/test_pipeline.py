@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -224,3 +225,32 @@ def test_the_deployed_scheduler_never_runs_twice_at_once(stack: Stack, prefect_a
     assert limit is not None and limit.limit == 1
     assert deployment.concurrency_options is not None
     assert deployment.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The processes ``pid`` started, with their command lines."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found[int(entry)] = command.replace("\0", " ")
+    return found
+
+
+def test_the_control_flows_run_only_on_cpu_time_the_engines_leave(stack: Stack) -> None:
+    # The control pool's worker, and so every tick it starts, is SCHED_IDLE: on one
+    # machine a tick then never takes a core from a generating engine.
+    workers = {
+        command.split("--pool", 1)[1].split()[0]: pid
+        for pid, command in _children(stack.pid).items()
+        if "worker start --pool" in command
+    }
+    assert set(workers) == {"control", "local"}
+    assert os.sched_getscheduler(workers["control"]) == os.SCHED_IDLE
+    assert os.sched_getscheduler(workers["local"]) == os.SCHED_OTHER

@@ -29,3 +29,10 @@ def test_every_task_retries_only_transient_errors() -> None:
             if getattr(task, "retries", 0):
                 assert task.retry_condition_fn is not None, name
     assert inference.run_job.retries == 0  # a failed job is relaunched by the scheduler
+
+
+def test_the_control_flows_have_a_pool_of_their_own() -> None:
+    # As in production (infra/prefect.k8s.yaml): a GPU pool runs inference jobs only.
+    pools = {d["name"]: d["work_pool"]["name"] for d in DEPLOYMENTS}
+    assert {pools[name] for name in ("scheduler", "publish", "gc")} == {"control"}
+    assert pools["local"] == "local"

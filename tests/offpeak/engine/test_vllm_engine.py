@@ -300,3 +300,14 @@ def test_a_conversation_the_chat_template_refuses_fails_alone(
     assert refused.error is not None and refused.error.code == "invalid_request"
     assert "alternate" in refused.error.message
     assert ok.error is None
+
+
+def test_the_engine_leaves_the_process_logging_alone(engine: ChatEngine) -> None:
+    # Configuring its own logging, vLLM shuts every handler of the process down first
+    # (a Prefect flow run's API log handler among them, after waiting for it to drain).
+    import logging
+
+    from vllm import envs
+
+    assert not envs.VLLM_CONFIGURE_LOGGING
+    assert not any(h.get_name() == "vllm" for h in logging.getLogger("vllm").handlers)
