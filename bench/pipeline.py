@@ -6,13 +6,13 @@ For each size (default 2,000, 10,000 and 40,000 requests), in one run:
 (a) offpeak: `offpeak serve` (Prefect server, workers, API; the `immediate` policy, the
     default scheduler interval of 30 s, jobs as large as the largest size) on a fresh
     data folder. The requests go in as a data engineer sends a batch of this size: one
-    JSONL dataset (`POST /v1/datasets`, through
-    offpeak's client; `--submit singles` posts them one by one to `POST /v1/requests`
-    and then makes them a batch). The clock runs from the submission until
-    `GET /v1/batches/{id}/results` has given its last line. While it waits, this process
-    reads the state database every second to see when the last request was sealed and
-    when the job was opened, launched, started, ended and the batch published; the
-    job's own figures (engine start-up, wall time) come from its row.
+    JSONL dataset (`POST /v1/datasets`, through offpeak's client; `--submit singles`
+    posts them one by one to `POST /v1/requests` and then makes them a batch). The
+    clock runs from the submission until `GET /v1/batches/{id}/results` has given its
+    last line. While it waits, this process reads the state database every second to
+    see when the last request was sealed and when the job was opened, launched,
+    started, ended and the batch published; the job's own figures (engine start-up,
+    wall time) come from its row.
 (b) raw vLLM: the same conversations and sampling parameters (bench/inference.py's mix,
     a seed per request) through `LLM(tiny-chat weights, the same engine arguments)` and
     one `LLM.chat`, its wall time from constructing the engine to the last output (it
