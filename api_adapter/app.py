@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = open_services(settings)
         services.writer.start()
+        services.nudge.start()
         app.state.services = services
         log.info("offpeak API: database %s, storage %s", services.db.dialect, services.store.url)
         for name, target in services.registry.stand_ins().items():
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Commit what is queued before the writer's last seal picks it up.
             await services.committer.close()
             services.writer.stop()
+            services.nudge.stop()
             services.db.dispose()
 
     app = FastAPI(

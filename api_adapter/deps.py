@@ -14,6 +14,7 @@ from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session, object_session
 from starlette.concurrency import run_in_threadpool
 
+from api_adapter.nudge import SchedulerNudge
 from offpeak.catalog.models import ModelRegistry
 from offpeak.config import Settings
 from offpeak.ingest.sealing import SealWriter
@@ -105,9 +106,11 @@ class Services:
     writer: SealWriter
     committer: GroupCommitter
     auth: AuthCache = field(init=False)
+    nudge: SchedulerNudge = field(init=False)  # call it when a batch is submitted
 
     def __post_init__(self) -> None:
         self.auth = AuthCache(self.settings.auth_cache_seconds)
+        self.nudge = SchedulerNudge(self.settings.scheduler_deployment)
 
 
 async def get_services(request: Request) -> Services:

@@ -151,7 +151,13 @@ class Stack:
                 PREFECT_WORKER_QUERY_SECONDS="1",
                 PREFECT_WORKER_PREFETCH_SECONDS="5",
             )
-        self._spawn("api", [str(BIN / "offpeak"), "api", "--port", str(self.api_port)])
+        # The API runs the scheduler when a batch is submitted: its work starts in seconds.
+        nudge = self.env.get("OFFPEAK_SCHEDULER_DEPLOYMENT", SCHEDULER)
+        self._spawn(
+            "api",
+            [str(BIN / "offpeak"), "api", "--port", str(self.api_port)],
+            OFFPEAK_SCHEDULER_DEPLOYMENT=nudge,
+        )
 
     def stop(self) -> None:
         for name, process in reversed(self.processes):

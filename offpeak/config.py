@@ -195,6 +195,12 @@ class Settings(BaseSettings):
     scheduler_interval: Annotated[float, Field(gt=0)] = Field(
         30.0, description="Seconds between scheduler runs under `offpeak serve`."
     )
+    scheduler_deployment: str | None = Field(
+        None,
+        description="Prefect deployment the API runs at once when a batch is submitted, so "
+        "its work is planned within seconds rather than at the next tick (`offpeak serve` "
+        "sets scheduler/scheduler); unset, submitted work waits for the next tick.",
+    )
     scheduler_policy: Literal["carbon", "immediate"] = Field(
         "carbon",
         description="Launch policy: `carbon` follows the carbon-aware planner (when and in "

@@ -87,6 +87,7 @@ def create_message_batch(
         create.requests, services.registry, max_requests=settings.anthropic_max_batch_requests
     )
     batch = register_batch(services.db, services.store, key.id, entries, now())
+    services.nudge()
     return _objects(services, request, [batch])[0]
 
 

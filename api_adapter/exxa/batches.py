@@ -64,6 +64,7 @@ def create_batch(create: BatchCreate, key: KeyDep, services: ServicesDep) -> Bat
     webhook = str(create.webhook) if create.webhook else None
     check_webhook(webhook, allow_private=services.settings.webhook_allow_private)
     batch = state.create_batch(services.db, key.id, create, now())
+    services.nudge()
     return _with_counts(services, [batch])[0]
 
 

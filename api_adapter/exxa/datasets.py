@@ -168,6 +168,7 @@ async def submit_dataset(
             source_name=source or name or "upload",
         )
         counts = state.request_counts(services.db, [ingested.batch.id])
+        services.nudge()
         return batch_object(ingested.batch, counts[ingested.batch.id])
 
     try:

@@ -236,6 +236,7 @@ def create_batch(
             else None,
         ),
     )
+    services.nudge()
     return _objects(services, [batch])[0]
 
 

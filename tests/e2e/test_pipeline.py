@@ -270,3 +270,37 @@ def test_the_control_flows_run_only_on_cpu_time_the_engines_leave(stack: Stack) 
     assert set(workers) == {"control", "local"}
     assert os.sched_getscheduler(workers["control"]) == os.SCHED_IDLE
     assert os.sched_getscheduler(workers["local"]) == os.SCHED_OTHER
+
+
+def _nudged_runs(prefect_api: str) -> int:
+    """The scheduler's flow runs the API asked for."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterTags,
+    )
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        temporary_settings(updates={PREFECT_API_URL: prefect_api}),
+        get_client(sync_client=True) as client,
+    ):
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["nudge"])),
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["scheduler"])),
+        )
+    return len(runs)
+
+
+def test_a_submitted_batch_runs_the_scheduler_at_once(stack: Stack, prefect_api: str) -> None:
+    # `offpeak serve` gives the API the scheduler's deployment: creating a batch asks
+    # Prefect for a scheduler run there and then, not at the next tick.
+    before = _nudged_runs(prefect_api)
+    with stack.client(stack.new_key()) as api:
+        ids = [submit(api, f"Nudge {i}", max_tokens=4, seed=i) for i in range(2)]
+        response = api.post("/v1/batches", json={"requests_ids": ids})
+        assert response.status_code == 201, response.text
+        wait_for(lambda: _nudged_runs(prefect_api) > before, "a nudged scheduler run", timeout=30)
+        wait_batch(api, response.json()["id"])
