@@ -3,19 +3,25 @@
 A route calls the nudge and returns; a thread of its own asks Prefect for one run of
 the scheduler deployment (``OFFPEAK_SCHEDULER_DEPLOYMENT``), at most one every
 ``min_interval`` seconds: the nudges of a burst of submissions make one or two runs.
-The nudge only hastens what the scheduled ticks do anyway, so when Prefect cannot be
-reached the failure is logged and the work waits for the next tick.
+A run that finds a tick under way is cancelled (the deployment runs one at a time), and
+that tick may have read the pending work before the batch was committed: the nudge
+then asks again, until a run starts (three tries). The nudge only hastens what the
+scheduled ticks do anyway, so when Prefect cannot be reached the failure is logged and
+the work waits for the next tick.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 MIN_INTERVAL = 5.0  # seconds between two runs the nudges ask for
+TRIES = 3  # runs asked for while the ones before were cancelled
+START_TIMEOUT = 30.0  # seconds to wait for a run to start (or be cancelled)
 
 
 class SchedulerNudge:
@@ -56,8 +62,19 @@ class SchedulerNudge:
 
     def _run_scheduler(self) -> None:
         from prefect.client.orchestration import get_client
+        from prefect.client.schemas.objects import StateType
 
+        waiting = {StateType.SCHEDULED, StateType.PENDING}
         with get_client(sync_client=True) as client:
             if self._deployment_id is None:
                 self._deployment_id = client.read_deployment_by_name(self.deployment or "").id
-            client.create_flow_run_from_deployment(self._deployment_id, tags=["nudge"])
+            for _ in range(TRIES):
+                run = client.create_flow_run_from_deployment(self._deployment_id, tags=["nudge"])
+                deadline = time.monotonic() + START_TIMEOUT
+                state = run.state_type
+                while state in waiting and time.monotonic() < deadline:
+                    if self._stopping.wait(0.5):
+                        return
+                    state = client.read_flow_run(run.id).state_type
+                if state not in (StateType.CANCELLED, StateType.CANCELLING):
+                    return  # started (or still waiting for a worker: the tick comes too)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -272,8 +273,8 @@ def test_the_control_flows_run_only_on_cpu_time_the_engines_leave(stack: Stack) 
     assert os.sched_getscheduler(workers["local"]) == os.SCHED_OTHER
 
 
-def _nudged_runs(prefect_api: str) -> int:
-    """The scheduler's flow runs the API asked for."""
+def _nudged_runs(prefect_api: str) -> dict[str, str]:
+    """The scheduler's flow runs a nudge asked for: their states by id, oldest first."""
     from prefect import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -281,6 +282,7 @@ def _nudged_runs(prefect_api: str) -> int:
         FlowRunFilter,
         FlowRunFilterTags,
     )
+    from prefect.client.schemas.sorting import FlowRunSort
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with (
@@ -290,17 +292,47 @@ def _nudged_runs(prefect_api: str) -> int:
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["nudge"])),
             deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["scheduler"])),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
         )
-    return len(runs)
+    return {str(run.id): run.state_type.value if run.state_type else "" for run in runs}
 
 
 def test_a_submitted_batch_runs_the_scheduler_at_once(stack: Stack, prefect_api: str) -> None:
     # `offpeak serve` gives the API the scheduler's deployment: creating a batch asks
     # Prefect for a scheduler run there and then, not at the next tick.
-    before = _nudged_runs(prefect_api)
+    before = len(_nudged_runs(prefect_api))
     with stack.client(stack.new_key()) as api:
         ids = [submit(api, f"Nudge {i}", max_tokens=4, seed=i) for i in range(2)]
         response = api.post("/v1/batches", json={"requests_ids": ids})
         assert response.status_code == 201, response.text
-        wait_for(lambda: _nudged_runs(prefect_api) > before, "a nudged scheduler run", timeout=30)
+        wait_for(lambda: len(_nudged_runs(prefect_api)) > before, "a nudged run", timeout=30)
         wait_batch(api, response.json()["id"])
+
+
+def test_a_nudge_cancelled_by_a_tick_under_way_asks_again(stack: Stack, prefect_api: str) -> None:
+    # The scheduler runs one at a time: while its slot is taken (as by a tick under way),
+    # a nudged run is cancelled, and the nudge asks again until one starts.
+    from prefect import get_client
+    from prefect.concurrency.sync import concurrency
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from api_adapter.nudge import SchedulerNudge
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
+        with get_client(sync_client=True) as client:
+            limit = client.read_deployment_by_name("scheduler/scheduler").global_concurrency_limit
+        assert limit is not None
+        before = set(_nudged_runs(prefect_api))
+
+        def ours() -> list[str]:
+            return [s for i, s in _nudged_runs(prefect_api).items() if i not in before]
+
+        nudge = SchedulerNudge("scheduler/scheduler")
+        with concurrency(limit.name, occupy=1, strict=True):
+            asking = threading.Thread(target=nudge._run_scheduler)
+            asking.start()
+            wait_for(lambda: "CANCELLED" in ours(), "the nudged run cancelled", timeout=60)
+        asking.join(timeout=60)
+        assert not asking.is_alive()
+    wait_for(lambda: ours()[-1] == "COMPLETED", "the run it asked for next", timeout=60)
+    assert ours()[:-1] == ["CANCELLED"] * (len(ours()) - 1)
