@@ -25,11 +25,11 @@ START_TIMEOUT = 30.0  # seconds to wait for a run to start (or be cancelled)
 
 
 class SchedulerNudge:
-    """``nudge()`` never blocks and never raises; without a deployment it does nothing."""
+    """Calling it never blocks and never raises; without a deployment it does nothing."""
 
     def __init__(self, deployment: str | None, min_interval: float = MIN_INTERVAL) -> None:
         self.deployment, self.min_interval = deployment, min_interval
-        self.runs = 0  # runs asked for, for tests and logs
+        self.runs = 0  # times it went to Prefect (each asks for one run, or a few)
         self._wanted = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
