@@ -72,35 +72,51 @@ def _inference_bench() -> Any:
 class Watch:
     """When each stage was first seen in the state database (monotonic seconds)."""
 
+    # Stages of the batch's requests; then of its jobs, whose ids are read again only every
+    # JOBS_EVERY seconds: a query over the requests each second would cost this process a
+    # few % of a core while the engine generates (40,000 rows of them at the largest size).
     QUERIES: ClassVar[dict[str, str]] = {
         "sealed": "SELECT count(*) = 0 FROM requests WHERE key_id = :key AND segment IS NULL",
         "opened": "SELECT count(*) > 0 FROM jobs j JOIN requests r ON r.job_id = j.id "
         "WHERE r.key_id = :key",
-        "launched": "SELECT count(*) > 0 FROM jobs WHERE launched_at IS NOT NULL AND id IN "
-        "(SELECT job_id FROM requests WHERE key_id = :key)",
-        "started": "SELECT count(*) > 0 FROM jobs WHERE started_at IS NOT NULL AND id IN "
-        "(SELECT job_id FROM requests WHERE key_id = :key)",
+        "launched": "SELECT count(*) > 0 FROM jobs WHERE launched_at IS NOT NULL AND id IN {jobs}",
+        "started": "SELECT count(*) > 0 FROM jobs WHERE started_at IS NOT NULL AND id IN {jobs}",
         # The runner sets ended_at once the last chunk's results are recorded.
-        "ran": "SELECT count(*) > 0 AND sum(ended_at IS NULL) = 0 FROM jobs WHERE id IN "
-        "(SELECT DISTINCT job_id FROM requests WHERE key_id = :key)",
+        "ran": "SELECT count(*) > 0 AND sum(ended_at IS NULL) = 0 FROM jobs WHERE id IN {jobs}",
         "settled": "SELECT count(*) > 0 AND sum(status IN ('created', 'launched', 'running')) "
-        "= 0 FROM jobs WHERE id IN (SELECT job_id FROM requests WHERE key_id = :key)",
+        "= 0 FROM jobs WHERE id IN {jobs}",
         "published": "SELECT count(*) > 0 FROM batches WHERE id = :batch AND results_key "
         "IS NOT NULL",
     }
+    JOBS_EVERY = 10.0
 
     def __init__(self, path: Path, key_id: str) -> None:
         self.path, self.key_id = path, key_id
         self.seen: dict[str, float] = {}
+        self._jobs: list[str] = []
+        self._jobs_read = 0.0
 
     def poll(self, batch_id: str | None) -> None:
         connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
         try:
+            if "opened" in self.seen and time.monotonic() - self._jobs_read > self.JOBS_EVERY:
+                rows = connection.execute(
+                    "SELECT DISTINCT job_id FROM requests WHERE key_id = ? AND job_id IS NOT NULL",
+                    (self.key_id,),
+                )
+                self._jobs, self._jobs_read = [row[0] for row in rows], time.monotonic()
             for stage, sql in self.QUERIES.items():
                 if stage in self.seen or (batch_id is None and stage != "sealed"):
                     continue
-                params = {"key": self.key_id, "batch": batch_id}
-                if connection.execute(sql, params).fetchone()[0]:
+                if "{jobs}" in sql:
+                    if not self._jobs:
+                        continue
+                    sql = sql.format(jobs=f"({', '.join('?' * len(self._jobs))})")
+                    found = connection.execute(sql, self._jobs).fetchone()[0]
+                else:
+                    params = {"key": self.key_id, "batch": batch_id}
+                    found = connection.execute(sql, params).fetchone()[0]
+                if found:
                     self.seen[stage] = time.monotonic()
         except sqlite3.OperationalError:  # locked by a writer: the next poll sees it
             pass
