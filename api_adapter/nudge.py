@@ -27,8 +27,10 @@ START_TIMEOUT = 30.0  # seconds to wait for a run to start (or be cancelled)
 class SchedulerNudge:
     """Calling it never blocks and never raises; without a deployment it does nothing."""
 
-    def __init__(self, deployment: str | None, min_interval: float = MIN_INTERVAL) -> None:
-        self.deployment, self.min_interval = deployment, min_interval
+    def __init__(
+        self, deployment: str | None, min_interval: float = MIN_INTERVAL, tries: int = TRIES
+    ) -> None:
+        self.deployment, self.min_interval, self.tries = deployment, min_interval, tries
         self.runs = 0  # times it went to Prefect (each asks for one run, or a few)
         self._wanted = threading.Event()
         self._stopping = threading.Event()
@@ -68,7 +70,7 @@ class SchedulerNudge:
         with get_client(sync_client=True) as client:
             if self._deployment_id is None:
                 self._deployment_id = client.read_deployment_by_name(self.deployment or "").id
-            for _ in range(TRIES):
+            for _ in range(self.tries):
                 run = client.create_flow_run_from_deployment(self._deployment_id, tags=["nudge"])
                 deadline = time.monotonic() + START_TIMEOUT
                 state = run.state_type

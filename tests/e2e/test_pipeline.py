@@ -327,7 +327,8 @@ def test_a_nudge_cancelled_by_a_tick_under_way_asks_again(stack: Stack, prefect_
         def ours() -> list[str]:
             return [s for i, s in _nudged_runs(prefect_api).items() if i not in before]
 
-        nudge = SchedulerNudge("scheduler/scheduler")
+        # Tries enough that the stack's own ticks (every 3 s) cannot use them all up.
+        nudge = SchedulerNudge("scheduler/scheduler", tries=10)
         with concurrency(limit.name, occupy=1, strict=True):
             asking = threading.Thread(target=nudge._run_scheduler)
             asking.start()
