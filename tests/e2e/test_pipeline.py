@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -308,32 +307,3 @@ def test_a_submitted_batch_runs_the_scheduler_at_once(stack: Stack, prefect_api:
         wait_for(lambda: len(_nudged_runs(prefect_api)) > before, "a nudged run", timeout=30)
         wait_batch(api, response.json()["id"])
 
-
-def test_a_nudge_cancelled_by_a_tick_under_way_asks_again(stack: Stack, prefect_api: str) -> None:
-    # The scheduler runs one at a time: while its slot is taken (as by a tick under way),
-    # a nudged run is cancelled, and the nudge asks again until one starts.
-    from prefect import get_client
-    from prefect.concurrency.sync import concurrency
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from api_adapter.nudge import SchedulerNudge
-
-    with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
-        with get_client(sync_client=True) as client:
-            limit = client.read_deployment_by_name("scheduler/scheduler").global_concurrency_limit
-        assert limit is not None
-        before = set(_nudged_runs(prefect_api))
-
-        def ours() -> list[str]:
-            return [s for i, s in _nudged_runs(prefect_api).items() if i not in before]
-
-        # Tries enough that the stack's own ticks (every 3 s) cannot use them all up.
-        nudge = SchedulerNudge("scheduler/scheduler", tries=10)
-        with concurrency(limit.name, occupy=1, strict=True):
-            asking = threading.Thread(target=nudge._run_scheduler)
-            asking.start()
-            wait_for(lambda: "CANCELLED" in ours(), "the nudged run cancelled", timeout=60)
-        asking.join(timeout=60)
-        assert not asking.is_alive()
-    wait_for(lambda: ours()[-1] == "COMPLETED", "the run it asked for next", timeout=60)
-    assert ours()[:-1] == ["CANCELLED"] * (len(ours()) - 1)
