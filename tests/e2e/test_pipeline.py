@@ -306,4 +306,3 @@ def test_a_submitted_batch_runs_the_scheduler_at_once(stack: Stack, prefect_api:
         assert response.status_code == 201, response.text
         wait_for(lambda: len(_nudged_runs(prefect_api)) > before, "a nudged run", timeout=30)
         wait_batch(api, response.json()["id"])
-
