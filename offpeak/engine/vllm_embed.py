@@ -13,7 +13,7 @@ vLLM is imported here only, when an engine starts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +91,11 @@ class EmbedEngine:
         if self._llm is None:
             raise RuntimeError("the engine is closed")
         return run_in_order(requests, self._prepare, self._embed_all)
+
+    def submit(self, requests: Sequence[EngineRequest]) -> Callable[[], list[EngineResult]]:
+        """The call that runs ``requests`` (an embedding batch has no decode steps whose
+        batch could drain: nothing gains from queueing it early)."""
+        return lambda: self.run(requests)
 
     def _embed_all(self, ready: list[_Ready]) -> Iterator[tuple[_Ready, EngineResult]]:
         for group in _calls(ready, MAX_INPUTS_PER_CALL):

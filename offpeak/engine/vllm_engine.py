@@ -1,10 +1,14 @@
 """ChatEngine: chat requests through vLLM's offline ``LLM``, started once per job.
 
-Each call to :meth:`ChatEngine.run` makes one ``LLM.chat`` call for the whole chunk.
+:meth:`ChatEngine.submit` queues a chunk's requests in the engine and returns the call
+that collects them: it steps the engine until they have all ended. A job submits the
+next chunk before it collects the current one, so vLLM's batch stays full from one chunk
+into the next instead of draining at the end of each (as one ``LLM.chat`` per chunk did).
+
 A request vLLM refuses (a schema its grammar compiler rejects, a token id outside the
 vocabulary, ...) becomes a failed result while the others complete: vLLM validates
 every request as it adds it, before anything is generated, and aborts what it already
-added when one is refused, so the call is bisected until the refused requests stand
+added when one is refused, so the adding is bisected until the refused requests stand
 alone. Errors of the engine itself are not the request's fault: they propagate and
 fail the job, which is retried.
 
@@ -14,7 +18,7 @@ vLLM is imported here only, when an engine starts.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -61,9 +65,12 @@ class _Ready:
 
     index: int  # position in the run's input
     request: EngineRequest
-    messages: list[dict[str, str]]
+    prompt: list[int]  # token ids: the conversation rendered by the chat template
     kwargs: dict[str, Any]  # SamplingParams arguments, plain data
-    prompt_tokens: int
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt)
 
 
 class ChatEngine:
@@ -71,13 +78,14 @@ class ChatEngine:
 
     ``weights`` is a local folder (or a hub id); ``engine_args`` are ``vllm.LLM``
     keyword arguments, laid over :data:`ENGINE_DEFAULTS`. Starting costs the vLLM import
-    (6-20 s) plus a few seconds; start once per job and call :meth:`run` per chunk.
+    (6-20 s) plus a few seconds; start once per job and :meth:`submit` each chunk.
     """
 
     def __init__(self, weights: str, engine_args: Mapping[str, Any] | None = None) -> None:
         self._llm: Any = start_llm(weights, {**ENGINE_DEFAULTS, **(engine_args or {})})
         self._tokenizer: Any = self._llm.get_tokenizer()
         self.max_model_len: int = self._llm.model_config.max_model_len
+        self._ended: dict[str, Any] = {}  # vLLM's outputs of ended requests, by its id
 
     def __enter__(self) -> ChatEngine:
         return self
@@ -85,18 +93,47 @@ class ChatEngine:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        """Prompt tokens of a conversation, rendered by the model's chat template."""
-        ids = self._tokenizer.apply_chat_template(
+    def prompt_token_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """A conversation as the engine runs it: rendered by the model's chat template (as
+        ``LLM.chat`` renders it), then tokenized."""
+        ids: list[int] = self._tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=True, return_dict=False
         )
-        return len(ids)
+        return ids
 
     def run(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         """Run ``requests`` as one batch; one result per request, in input order."""
+        return self.submit(requests)()
+
+    def submit(self, requests: Sequence[EngineRequest]) -> Callable[[], list[EngineResult]]:
+        """Queue ``requests`` behind those already queued. The call returned runs the
+        engine until they have all ended and gives one result per request, in input
+        order; call it once."""
         if self._llm is None:
             raise RuntimeError("the engine is closed")
-        return run_in_order(requests, self._prepare, self._generate)
+        results: list[EngineResult | None] = [None] * len(requests)
+        ready: list[_Ready] = []
+        for index, request in enumerate(requests):
+            item = self._prepare(index, request)
+            if isinstance(item, EngineResult):
+                results[index] = item
+            else:
+                ready.append(item)
+        queued: dict[str, _Ready] = {}
+        for item, outcome in self._enqueue(ready):
+            if isinstance(outcome, EngineResult):
+                results[item.index] = outcome
+            else:
+                queued[outcome] = item
+
+        def collect() -> list[EngineResult]:
+            for request_id, output in self._wait(queued):
+                item = queued[request_id]
+                results[item.index] = _result(item, output)
+            assert all(r is not None for r in results)
+            return [r for r in results if r is not None]
+
+        return collect
 
     def close(self) -> None:
         """Stop the engine and release its memory; the engine cannot run after this."""
@@ -113,43 +150,64 @@ class ChatEngine:
         if not isinstance(body, ChatCompletionRequest):
             message = f"{request.model} is a chat model; it takes chat-completions requests"
             return _failed(request, ErrorCode.INVALID_REQUEST, message, 0)
-        messages = chat_messages(body)
         try:
-            prompt_tokens = self.count_prompt_tokens(messages)
+            prompt = self.prompt_token_ids(chat_messages(body))
         except (TemplateError, ValueError, TypeError) as exc:
             # Chat templates refuse some conversations (roles that do not alternate, ...).
             return _failed(
                 request, ErrorCode.INVALID_REQUEST, f"the chat template refused it: {exc}", 0
             )
         try:
-            kwargs = sampling_kwargs(body, prompt_tokens, self.max_model_len)
+            kwargs = sampling_kwargs(body, len(prompt), self.max_model_len)
             _sampling_params(kwargs)  # vLLM checks the values as it builds them
         except EngineRequestError as exc:
-            return _failed(request, exc.code, exc.message, prompt_tokens)
-        return _Ready(index, request, messages, kwargs, prompt_tokens)
+            return _failed(request, exc.code, exc.message, len(prompt))
+        return _Ready(index, request, prompt, kwargs)
 
-    def _generate(self, items: Sequence[_Ready]) -> list[tuple[_Ready, EngineResult]]:
+    def _enqueue(self, items: Sequence[_Ready]) -> list[tuple[_Ready, str | EngineResult]]:
+        """Add ``items`` to the engine: vLLM's request id of each, or its refusal."""
         if not items:
             return []
         from vllm.exceptions import VLLMClientError
+        from vllm.inputs import TokensPrompt
 
         try:
-            outputs = self._llm.chat(
-                [item.messages for item in items],
+            # Token ids, rendered once: by _prepare, which counted them.
+            request_ids = self._llm.enqueue(
+                [TokensPrompt(prompt_token_ids=item.prompt) for item in items],
                 # Fresh params per call: vLLM writes into them as it adds a request.
                 [_sampling_params(item.kwargs) for item in items],
                 use_tqdm=False,
             )
         except VLLMClientError as exc:
-            # Refused while adding: nothing ran, and what was added has been aborted.
+            # Refused while adding: what was added has been aborted.
             if len(items) == 1:
                 item = items[0]
                 code = _refusal_code(item, exc)
                 return [(item, _failed(item.request, code, str(exc), item.prompt_tokens))]
             middle = len(items) // 2
-            return self._generate(items[:middle]) + self._generate(items[middle:])
-        assert len(outputs) == len(items), "vLLM returns one output per conversation"
-        return [(item, _result(item, output)) for item, output in zip(items, outputs, strict=True)]
+            return self._enqueue(items[:middle]) + self._enqueue(items[middle:])
+        assert len(request_ids) == len(items), "vLLM adds one request per conversation"
+        # Its outputs carry the id ``LLM`` gave the request (a number); enqueueing returns
+        # the engine's own, that number with "-" and a random suffix appended.
+        return [(item, rid.split("-", 1)[0]) for item, rid in zip(items, request_ids, strict=True)]
+
+    def _wait(self, request_ids: Collection[str]) -> Iterable[tuple[str, Any]]:
+        """Step the engine until the requests ``request_ids`` have ended: each one's id and
+        vLLM's ``RequestOutput``. Requests queued later run in the same steps; their
+        outputs wait in ``self._ended`` for their own call."""
+        missing = set(request_ids)
+        engine = self._llm.llm_engine
+        while missing:
+            for request_id in missing & self._ended.keys():
+                missing.discard(request_id)
+                yield request_id, self._ended.pop(request_id)
+            if missing and not engine.has_unfinished_requests():
+                raise RuntimeError(f"vLLM lost {len(missing)} requests")
+            if missing:
+                for output in engine.step():
+                    if output.finished:
+                        self._ended[output.request_id] = output
 
 
 def start_llm(weights: str, engine_args: Mapping[str, Any]) -> Any:

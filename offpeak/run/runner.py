@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -43,7 +43,9 @@ REQUEST_BODIES: dict[str, type[ChatCompletionRequest] | type[EmbeddingRequest]] 
 
 
 class Engine(Protocol):
-    def run(self, requests: Sequence[EngineRequest]) -> list[EngineResult]: ...
+    def submit(self, requests: Sequence[EngineRequest]) -> Callable[[], list[EngineResult]]:
+        """Queue ``requests``; the call returned waits for their results, in input order."""
+        ...
 
     def close(self) -> None: ...
 
@@ -136,52 +138,74 @@ class JobRunner:
         report: JobReport,
         progress: Callable[[int, int], None] | None,
     ) -> None:
-        job_id = job.id
+        """Each chunk in turn, the next one queued in the engine before this one's results
+        are collected: the engine's batch never drains between chunks."""
         chunks = split(read_manifest(self.store, job), self.settings.chunk_size)
+        queued: deque[tuple[int, Callable[[], list[ResultRow]]]] = deque()
         for index, chunk in enumerate(chunks):
             lease.check()  # taken over (this run was silent too long): stop here
-            key = chunk_key(job_id, index)
-            if self.store.exists(key):
-                rows = read_results(self.store, key)
-                report.chunks_skipped += 1
-            else:
-                rows = self._run_chunk(job_id, key, chunk, report)
-            lease.check()  # its file is saved: the run that took over applies it
-            state.apply_outcomes(self.db, job_id, key, outcomes(rows), now())
-            report.chunks += 1
-            report.requests += len(rows)
-            report.prompt_tokens += sum(r.prompt_tokens for r in rows)
-            report.completion_tokens += sum(r.completion_tokens for r in rows)
-            if progress:
-                progress(index + 1, len(chunks))
+            queued.append((index, self._start_chunk(job.id, index, chunk, report)))
+            # The chunk before is collected once this one is queued; the last on its own.
+            while len(queued) > 1 or (queued and index == len(chunks) - 1):
+                done, collect = queued.popleft()
+                self._record(job.id, done, collect(), lease, report)
+                if progress:
+                    progress(done + 1, len(chunks))
+
+    def _record(
+        self, job_id: str, index: int, rows: list[ResultRow], lease: JobLease, report: JobReport
+    ) -> None:
+        """A chunk's results, saved in its file, into the state database."""
+        lease.check()  # its file is saved: the run that took over applies it
+        state.apply_outcomes(self.db, job_id, chunk_key(job_id, index), outcomes(rows), now())
+        report.chunks += 1
+        report.requests += len(rows)
+        report.prompt_tokens += sum(r.prompt_tokens for r in rows)
+        report.completion_tokens += sum(r.completion_tokens for r in rows)
 
     def close(self) -> None:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
 
-    def _run_chunk(
-        self, job_id: str, key: str, chunk: Sequence[ManifestRow], report: JobReport
-    ) -> list[ResultRow]:
+    def _start_chunk(
+        self, job_id: str, index: int, chunk: Sequence[ManifestRow], report: JobReport
+    ) -> Callable[[], list[ResultRow]]:
+        """Queue a chunk in the engine (started at the first chunk with work); the call
+        returned waits for its results and saves them in the chunk's file. A chunk whose
+        file exists (an earlier run of the job saved it) is read, not run again."""
+        key = chunk_key(job_id, index)
+        if self.store.exists(key):
+            report.chunks_skipped += 1
+            rows = read_results(self.store, key)
+            return lambda: rows
         # Re-check cancellations: only requests still waiting on this job run.
         live = state.in_progress_ids(self.db, job_id, [row.id for row in chunk])
         requests, refused, models = self._load(chunk, live)
-        results = list(refused)
-        if requests:
-            if self._engine is None:
-                t0 = time.monotonic()
-                self._engine = self._engine_factory()
-                report.engine_start_seconds = time.monotonic() - t0
-            results += self._engine.run(requests)
-        order = {row.id: index for index, row in enumerate(chunk)}
-        results.sort(key=lambda r: order[r.id])
-        rows = result_rows(results, models, self.registry)
-        try:
-            self.store.create(key, encode_results(rows))
-        except ObjectExists:
-            # Another run of this job got there first: its file is the one that counts.
-            rows = read_results(self.store, key)
-        return rows
+        collect = self._submit(requests, report) if requests else None
+
+        def save() -> list[ResultRow]:
+            results = refused + (collect() if collect else [])
+            order = {row.id: index for index, row in enumerate(chunk)}
+            results.sort(key=lambda r: order[r.id])
+            rows = result_rows(results, models, self.registry)
+            try:
+                self.store.create(key, encode_results(rows))
+            except ObjectExists:
+                # Another run of this job got there first: its file is the one that counts.
+                rows = read_results(self.store, key)
+            return rows
+
+        return save
+
+    def _submit(
+        self, requests: list[EngineRequest], report: JobReport
+    ) -> Callable[[], list[EngineResult]]:
+        if self._engine is None:
+            t0 = time.monotonic()
+            self._engine = self._engine_factory()
+            report.engine_start_seconds = time.monotonic() - t0
+        return self._engine.submit(requests)
 
     def _load(
         self, chunk: Sequence[ManifestRow], live: set[str]

@@ -4,6 +4,11 @@ Started from the same code the product ships: `offpeak api`, `prefect server sta
 --no-services` twice plus `prefect server services start` (on PostgreSQL and Redis, as
 Prefect's self-hosted scaling guide sets it up), one `prefect worker` per pool with
 the inference deployment of that pool, and a worker of the scheduler's pool.
+
+A supervisor restarts a role whose process exits on its own, as Kubernetes restarts a
+pod: Prefect's worker exits when its server answers 500 at the wrong moment (as it does
+while PostgreSQL is cut off; PrefectHQ/prefect#16977), and in production its pod comes
+back. The scenarios' own kills are not restarted by it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +49,7 @@ class Tuning:
     job_lease_seconds: int = 15
     standin_seconds: float = 0.002  # the stand-in engine's time per request
     throughput_tokens_per_s: int = 150  # what the planner assumes of the tiny model here
+    restart_delay: float = 5.0  # the supervisor's wait before it restarts an exited role
 
 
 class Cluster:
@@ -55,6 +62,9 @@ class Cluster:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.net = Network(self.logs)
         self.starters: dict[str, Callable[[], None]] = {}
+        self.restarts: list[tuple[str, int | None]] = []  # (role, exit status) by the supervisor
+        self._stopping = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True)
 
     # --- addresses ------------------------------------------------------------------------
 
@@ -180,6 +190,7 @@ class Cluster:
         self._start("control", lambda: self._worker("control", "control"))
         for pool in POOLS:
             self._start(f"worker-{pool}", lambda p=pool: self._worker(f"worker-{p}", p))  # type: ignore[misc]
+        self._supervisor.start()
 
     def _start(self, name: str, starter: Callable[[], None]) -> None:
         self.starters[name] = starter
@@ -189,6 +200,21 @@ class Cluster:
         """Bring a stopped host back: its processes started again, as a supervisor would."""
         self.host(name).kill()
         self.starters[name]()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(1.0):
+            for name in list(self.starters):
+                if not (gone := self.host(name).exited()):
+                    continue
+                self.restarts.append((name, gone[0].returncode))
+                print(f"supervisor: {name} exited with {gone[0].returncode}; restarting it",
+                      file=sys.stderr)  # fmt: skip
+                if self._stopping.wait(self.tuning.restart_delay):
+                    return
+                try:
+                    self.restart(name)
+                except Exception as exc:  # one that starts and exits again comes back again
+                    print(f"supervisor: {name} did not start: {exc}", file=sys.stderr)
 
     def _write_config(self) -> None:
         t = self.tuning
@@ -399,6 +425,9 @@ class Cluster:
         return S3Store(f"s3://{BUCKET}/data", endpoint_url=self.s3_endpoint, region="us-east-1")
 
     def close(self) -> None:
+        self._stopping.set()
+        if self._supervisor.is_alive():
+            self._supervisor.join(timeout=180)
         self.net.close()
         shutil.rmtree(self.root / "pg", ignore_errors=True)
         shutil.rmtree(self.root / "data", ignore_errors=True)

@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ class Host:
     port_link: str  # the bridge's end of the host's veth pair
     logs: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # Held while the process list changes: a supervisor reads it from its own thread.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def spawn(
         self, args: Sequence[str], env: dict[str, str], log: str | None = None
@@ -57,8 +60,17 @@ class Host:
             start_new_session=True,
         )
         out.close()
-        self.processes.append(process)
+        with self.lock:
+            self.processes.append(process)
         return process
+
+    def exited(self) -> list[subprocess.Popen[bytes]]:
+        """The processes started here that exited on their own (not by :meth:`kill`),
+        forgotten as they are returned."""
+        with self.lock:
+            gone = [p for p in self.processes if p.poll() is not None]
+            self.processes = [p for p in self.processes if p not in gone]
+        return gone
 
     def run(self, args: Sequence[str], env: dict[str, str] | None = None) -> str:
         """Run ``args`` inside this host to its end; what it printed."""
@@ -85,11 +97,12 @@ class Host:
 
     def kill(self) -> None:
         """Power off: SIGKILL to everything in the host, then reap what we started."""
-        self.signal_all(signal.SIGKILL)
-        for process in self.processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(10)
-        self.processes = [p for p in self.processes if p.poll() is None]
+        with self.lock:
+            self.signal_all(signal.SIGKILL)
+            for process in self.processes:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(10)
+            self.processes = [p for p in self.processes if p.poll() is None]
 
     def pause(self) -> None:
         self.signal_all(signal.SIGSTOP)

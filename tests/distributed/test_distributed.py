@@ -8,6 +8,7 @@ the engine, and a vLLM start per job would not fit the test budget on two cores.
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -182,6 +183,7 @@ FAULTS = {
 @pytest.mark.parametrize("name", list(FAULTS))
 def test_requests_end_exactly_once_through_a_fault(cluster: Cluster, name: str) -> None:
     cluster.use_engine("standin")
+    restarts = len(cluster.restarts)
     outcome = run_scenario(
         cluster,
         singles=3000,
@@ -193,4 +195,22 @@ def test_requests_end_exactly_once_through_a_fault(cluster: Cluster, name: str) 
     assert outcome.submitted.total == 5000
     times = ", ".join(f"{k} {v:.1f} s" for k, v in outcome.recovery.items() if v is not None)
     abandoned = outcome.submitted.abandoned
-    print(f"\n{name}: {times}; keys abandoned {abandoned}; scenario {outcome.seconds:.0f} s")
+    restarted = ", ".join(f"{role} (exit {code})" for role, code in cluster.restarts[restarts:])
+    print(f"\n{name}: {times}; keys abandoned {abandoned}; scenario {outcome.seconds:.0f} s; "
+          f"restarted by the supervisor: {restarted or 'none'}")  # fmt: skip
+
+
+def test_a_role_that_exits_on_its_own_is_started_again(cluster: Cluster) -> None:
+    """The supervisor, as Kubernetes would: Prefect's worker exits on some 500s of its
+    server (seen while PostgreSQL was cut off), and its pod comes back."""
+    host = cluster.host("control")
+    [worker] = host.processes
+    restarts = len(cluster.restarts)
+    worker.send_signal(signal.SIGKILL)  # not Host.kill: the process dies, the host does not
+    deadline = time.monotonic() + 60
+    while not (cluster.restarts[restarts:] and host.processes):
+        assert time.monotonic() < deadline, "the control worker was not started again"
+        time.sleep(0.5)
+    assert cluster.restarts[restarts:] == [("control", -signal.SIGKILL)]
+    [again] = host.processes
+    assert again.pid != worker.pid and again.poll() is None

@@ -6,7 +6,7 @@ message contains FAIL, and can be told to crash after some chunks, like a killed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from offpeak.engine import EngineRequest, EngineResult
 from offpeak.schemas import ErrorInfo
@@ -27,6 +27,9 @@ class FakeEngine:
             raise Crash
         self.calls.append([r.id for r in requests])
         return [self._answer(r) for r in requests]
+
+    def submit(self, requests: Sequence[EngineRequest]) -> Callable[[], list[EngineResult]]:
+        return lambda: self.run(requests)
 
     def close(self) -> None:
         self.closed = True

@@ -129,7 +129,7 @@ def test_usage_is_counted_exactly_from_token_ids(engine: ChatEngine, tiny_model:
         "completion_tokens": sum(per_choice),
         "total_tokens": len(prompt) + sum(per_choice),
     }
-    assert engine.count_prompt_tokens(messages) == len(prompt)
+    assert engine.prompt_token_ids(messages) == prompt
 
 
 def test_same_seed_same_answer_across_runs_and_within_a_batch(engine: ChatEngine) -> None:
@@ -248,20 +248,52 @@ def test_bad_requests_fail_alone_and_the_rest_complete(engine: ChatEngine) -> No
 
 
 def test_vllm_refuses_a_bad_request_before_generating_anything(engine: ChatEngine) -> None:
-    # ChatEngine's bisection relies on this: a refused call generated nothing, left
-    # nothing queued, and raised vLLM's client-error class.
+    # ChatEngine's bisection relies on this: a refused call queued nothing and raised
+    # vLLM's client-error class.
     from vllm import SamplingParams
     from vllm.exceptions import VLLMClientError
+    from vllm.inputs import TokensPrompt
 
     llm = engine._llm
-    conversation = [{"role": "user", "content": "Hello"}]
+    prompt = TokensPrompt(
+        prompt_token_ids=engine.prompt_token_ids([{"role": "user", "content": "Hello"}])
+    )
     with pytest.raises(VLLMClientError):
-        llm.chat(
-            [conversation, conversation],
+        llm.enqueue(
+            [prompt, prompt],
             [SamplingParams(max_tokens=4), SamplingParams(max_tokens=4, logit_bias={10**6: 1.0})],
             use_tqdm=False,
         )
     assert not llm.llm_engine.has_unfinished_requests()
+
+
+def test_answers_are_those_of_llm_chat(engine: ChatEngine) -> None:
+    # The engine renders each conversation once and queues its token ids; vLLM's own
+    # chat call, rendering it again, answers the same.
+    from vllm import SamplingParams
+
+    conversations = [
+        [{"role": "user", "content": "Hello there"}],
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Name a colour"},
+            {"role": "assistant", "content": "Blue"},
+            {"role": "user", "content": "Another?"},
+        ],
+    ]
+    fields = {"max_tokens": 10, "temperature": 1.0}
+    ours = engine.run(
+        [request(f"c{i}", messages=c, seed=i, **fields) for i, c in enumerate(conversations)]
+    )
+    theirs = engine._llm.chat(
+        conversations,
+        [SamplingParams(seed=i, **fields) for i in range(len(conversations))],
+        use_tqdm=False,
+    )
+    for mine, output in zip(ours, theirs, strict=True):
+        assert mine.result_body is not None
+        assert mine.prompt_tokens == len(output.prompt_token_ids)
+        assert texts(mine) == [output.outputs[0].text]
 
 
 def test_the_developer_role_is_a_system_message(engine: ChatEngine) -> None:
@@ -288,14 +320,14 @@ def test_a_conversation_the_chat_template_refuses_fails_alone(
     # tiny one accepts every role we send, so make it refuse one.
     from jinja2 import TemplateError
 
-    count = engine.count_prompt_tokens
+    render = engine.prompt_token_ids
 
-    def refusing(messages: list[dict[str, str]]) -> int:
+    def refusing(messages: list[dict[str, str]]) -> list[int]:
         if messages[-1]["content"] == "refuse me":
             raise TemplateError("Conversation roles must alternate user/assistant")
-        return count(messages)
+        return render(messages)
 
-    monkeypatch.setattr(engine, "count_prompt_tokens", refusing)
+    monkeypatch.setattr(engine, "prompt_token_ids", refusing)
     refused, ok = engine.run([request("no", "refuse me"), request("yes", max_tokens=4)])
     assert refused.error is not None and refused.error.code == "invalid_request"
     assert "alternate" in refused.error.message
@@ -311,3 +343,22 @@ def test_the_engine_leaves_the_process_logging_alone(engine: ChatEngine) -> None
 
     assert not envs.VLLM_CONFIGURE_LOGGING
     assert not any(h.get_name() == "vllm" for h in logging.getLogger("vllm").handlers)
+
+
+def test_chunks_queued_together_give_each_its_own_answers(engine: ChatEngine) -> None:
+    # A job queues the next chunk before it collects the current one; answers do not
+    # depend on what else shares the engine's batch, nor on the order of collection.
+    fields = {"max_tokens": 12, "temperature": 1.0}
+    first = [request(f"x{i}", seed=i, **fields) for i in range(5)]
+    second = [request(f"y{i}", seed=50 + i, **fields) for i in range(4)]
+    second.insert(2, request("y-too-long", content="word " * 600))
+    alone = [texts(r) for r in engine.run(first)], [texts(r) for r in engine.run(second[:2])]
+    collect_first, collect_second = engine.submit(first), engine.submit(second)
+    later = collect_second()
+    earlier = collect_first()
+    assert [r.id for r in earlier] == [r.id for r in first]
+    assert [r.id for r in later] == [r.id for r in second]
+    assert [texts(r) for r in earlier] == alone[0]
+    assert [texts(r) for r in later[:2]] == alone[1]
+    assert later[2].error is not None and later[2].error.code == "context_length_exceeded"
+    assert all(r.error is None for r in earlier + later[:2] + later[3:])

@@ -133,6 +133,34 @@ def test_job_runs_in_chunks_records_results_and_debits_usage(
     assert done.startup_seconds is not None and 0 <= done.startup_seconds <= done.wall_seconds
 
 
+def test_each_chunk_is_queued_before_the_one_ahead_of_it_is_collected(
+    db: Database,
+    store: ObjectStore,
+    registry: ModelRegistry,
+    job_settings: Settings,
+    funded: ApiKey,
+) -> None:
+    # The engine's batch never drains between chunks: the next chunk is already queued.
+    events: list[str] = []
+
+    class Logged(FakeEngine):
+        def submit(self, requests):  # type: ignore[no-untyped-def]
+            chunk = sum(e.startswith("queue") for e in events)
+            events.append(f"queue {chunk}")
+            collect = super().submit(requests)
+
+            def logged():  # type: ignore[no-untyped-def]
+                events.append(f"collect {chunk}")
+                return collect()
+
+            return logged
+
+    submit(db, store, funded.id, [f"hello {i}" for i in range(10)])
+    job = open_one(db, store, registry)
+    run(db, store, registry, job_settings, job, Logged())
+    assert events == ["queue 0", "queue 1", "collect 0", "queue 2", "collect 1", "collect 2"]
+
+
 def test_restarted_job_skips_finished_chunks_and_runs_nothing_twice(
     db: Database,
     store: ObjectStore,
