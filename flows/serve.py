@@ -8,18 +8,25 @@ The scheduler, publish and gc flows run on a pool of their own (`control`), as i
 production, and its worker (so every control flow run it starts) only on CPU time the
 engines leave (SCHED_IDLE on Linux): on one machine they share the CPU, and a tick that
 waits costs nothing, an engine that waits costs throughput.
+
+A worker that exits is started again, as Kubernetes restarts a worker's pod: Prefect's
+worker exits when its server answers 500 at the wrong moment (PrefectHQ/prefect#16977;
+on SQLite, "database is locked" does it). Any other process that exits, or a worker that
+exits within a minute of starting, stops the stack.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -36,6 +43,13 @@ PREFECT_YAML = PROJECT / "prefect.yaml"
 BIN = Path(sys.executable).parent
 SCHEDULER = "scheduler/scheduler"
 CONTROL_POOL = "control"
+# Seconds between a worker's polls for flow runs, unless PREFECT_WORKER_QUERY_SECONDS says
+# otherwise. Each poll writes to the Prefect server's database: polls every second made
+# a vLLM engine on the same two cores 23% slower than alone, every 5 s 7% (and on SQLite
+# they are most of its "database is locked" retries). A run waits 2.5 s more on average.
+WORKER_POLL_SECONDS = "5"
+# A worker that exits sooner than this after starting is not started again: it cannot run.
+RESTART_AFTER_SECONDS = 60.0
 
 log = logging.getLogger("offpeak.serve")
 
@@ -92,6 +106,11 @@ class Stack:
         self.env = dict(os.environ)
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.prefect_log: Path | None = None
+        # The workers' starts, to start them again; when each process started.
+        self._restart: dict[str, Callable[[], subprocess.Popen[bytes]]] = {}
+        self._started: dict[str, float] = {}
+        # Process groups of workers started again: their flow runs live on, until stop().
+        self._orphans: list[int] = []
 
     def _spawn(
         self, name: str, args: list[str], log: Path | None = None, idle: bool = False, **env: str
@@ -108,7 +127,13 @@ class Stack:
         )
         if out:
             out.close()
-        self.processes.append((name, process))
+        names = [n for n, _ in self.processes]
+        if name in names:  # started again: in its place, for stop()'s order
+            self._orphans.append(self.processes[names.index(name)][1].pid)
+            self.processes[names.index(name)] = (name, process)
+        else:
+            self.processes.append((name, process))
+        self._started[name] = time.monotonic()
         return process
 
     def _run(self, args: list[str]) -> None:
@@ -144,13 +169,18 @@ class Stack:
                    "--prefect-file", str(PREFECT_YAML)])  # fmt: skip
         set_scheduler_interval(self.settings.scheduler_interval)
         for pool in work_pools():
-            self._spawn(
-                f"worker {pool}",
+            name = f"worker {pool}"
+            self._restart[name] = functools.partial(
+                self._spawn,
+                name,
                 [str(BIN / "prefect"), "worker", "start", "--pool", pool],
                 idle=pool == CONTROL_POOL,
-                PREFECT_WORKER_QUERY_SECONDS="1",
+                PREFECT_WORKER_QUERY_SECONDS=self.env.get(
+                    "PREFECT_WORKER_QUERY_SECONDS", WORKER_POLL_SECONDS
+                ),
                 PREFECT_WORKER_PREFETCH_SECONDS="5",
             )
+            self._restart[name]()
         # The API runs the scheduler when a batch is submitted: its work starts in seconds.
         nudge = self.env.get("OFFPEAK_SCHEDULER_DEPLOYMENT", SCHEDULER)
         self._spawn(
@@ -174,12 +204,14 @@ class Stack:
                 log.warning("%s did not stop; killing it", name)
                 process.kill()
                 process.wait()
-            # Flow runs the worker started live in its group: they go with it.
+        # Flow runs a worker started live in its group: they go with it.
+        for group in [process.pid for _, process in self.processes] + self._orphans:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+                os.killpg(group, signal.SIGKILL)
 
     def watch(self) -> int:
-        """Wait until a process exits or we are told to stop; the exit status."""
+        """Wait until a process other than a worker exits or we are told to stop; the exit
+        status."""
         stopping = False
 
         def _stop(_signum: int, _frame: FrameType | None) -> None:
@@ -189,10 +221,16 @@ class Stack:
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
         while not stopping:
-            for name, process in self.processes:
-                if process.poll() is not None:
-                    log.error("%s exited with %s; stopping the stack", name, process.returncode)
-                    return 1
+            for name, process in list(self.processes):
+                if process.poll() is None:
+                    continue
+                ran = time.monotonic() - self._started[name]
+                if name in self._restart and ran >= RESTART_AFTER_SECONDS:
+                    log.warning("%s exited with %s; starting it again", name, process.returncode)
+                    self._restart[name]()
+                    continue
+                log.error("%s exited with %s; stopping the stack", name, process.returncode)
+                return 1
             time.sleep(0.5)
         return 0
 

@@ -210,8 +210,9 @@ class Settings(BaseSettings):
     job_max_requests: Annotated[int, Field(gt=0)] = Field(
         5000, description="Most requests one inference job takes."
     )
-    # Each engine call runs a chunk to its end, its batch draining as the last answers
-    # finish: several times vLLM's batch (max_num_seqs, 256 on CPU) keeps that tail short.
+    # The next chunk is queued in the engine before a chunk's results are collected, so
+    # vLLM's batch stays full across chunks: the size sets how often results are saved
+    # (and how much a crash costs), not the engine's batch.
     chunk_size: Annotated[int, Field(gt=0)] = Field(
         1024, description="Requests per inference chunk: results are saved chunk by chunk."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -262,14 +263,26 @@ def _children(pid: int) -> dict[int, str]:
 def test_the_control_flows_run_only_on_cpu_time_the_engines_leave(stack: Stack) -> None:
     # The control pool's worker, and so every tick it starts, is SCHED_IDLE: on one
     # machine a tick then never takes a core from a generating engine.
-    workers = {
-        command.split("--pool", 1)[1].split()[0]: pid
-        for pid, command in _children(stack.pid).items()
-        if "worker start --pool" in command
-    }
+    workers = _workers(stack.pid)
     assert set(workers) == {"control", "local"}
     assert os.sched_getscheduler(workers["control"]) == os.SCHED_IDLE
     assert os.sched_getscheduler(workers["local"]) == os.SCHED_OTHER
+
+
+def _workers(serve: int) -> dict[str, int]:
+    """The Prefect workers `offpeak serve` runs: their pids by pool."""
+    return {
+        command.split("--pool", 1)[1].split()[0]: pid
+        for pid, command in _children(serve).items()
+        if "worker start --pool" in command
+    }
+
+
+def _age(pid: int) -> float:
+    """Seconds since process ``pid`` started."""
+    started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - started / os.sysconf("SC_CLK_TCK")
 
 
 def _nudged_runs(prefect_api: str) -> dict[str, str]:
@@ -306,3 +319,24 @@ def test_a_submitted_batch_runs_the_scheduler_at_once(stack: Stack, prefect_api:
         assert response.status_code == 201, response.text
         wait_for(lambda: len(_nudged_runs(prefect_api)) > before, "a nudged run", timeout=30)
         wait_batch(api, response.json()["id"])
+
+
+def test_a_worker_that_exits_is_started_again(stack: Stack) -> None:
+    # Prefect's worker exits when its server answers 500 at the wrong moment; `offpeak
+    # serve` starts it again (one that exits within a minute of starting stops the stack).
+    from flows.serve import RESTART_AFTER_SECONDS
+
+    worker = _workers(stack.pid)["local"]
+    time.sleep(max(0.0, RESTART_AFTER_SECONDS + 1 - _age(worker)))
+    os.kill(worker, signal.SIGKILL)
+    wait_for(
+        lambda: _workers(stack.pid).get("local", worker) != worker,
+        "the local worker started again",
+        timeout=30,
+    )
+    assert "worker local exited with -9; starting it again" in stack.log.read_text()
+    with stack.client(stack.new_key()) as api:
+        ids = [submit(api, "After the restart", max_tokens=4, seed=1)]
+        response = api.post("/v1/batches", json={"requests_ids": ids})
+        assert response.status_code == 201, response.text
+        assert wait_batch(api, response.json()["id"])["status"] == "completed"
