@@ -198,16 +198,17 @@ class ChatEngine:
         outputs wait in ``self._ended`` for their own call."""
         missing = set(request_ids)
         engine = self._llm.llm_engine
-        while missing:
+        while True:
             for request_id in missing & self._ended.keys():
                 missing.discard(request_id)
                 yield request_id, self._ended.pop(request_id)
-            if missing and not engine.has_unfinished_requests():
+            if not missing:
+                return
+            if not engine.has_unfinished_requests():
                 raise RuntimeError(f"vLLM lost {len(missing)} requests")
-            if missing:
-                for output in engine.step():
-                    if output.finished:
-                        self._ended[output.request_id] = output
+            for output in engine.step():
+                if output.finished:
+                    self._ended[output.request_id] = output
 
 
 def start_llm(weights: str, engine_args: Mapping[str, Any]) -> Any:

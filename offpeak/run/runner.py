@@ -186,7 +186,7 @@ class JobRunner:
 
         def save() -> list[ResultRow]:
             results = refused + (collect() if collect else [])
-            order = {row.id: index for index, row in enumerate(chunk)}
+            order = {row.id: position for position, row in enumerate(chunk)}
             results.sort(key=lambda r: order[r.id])
             rows = result_rows(results, models, self.registry)
             try:
