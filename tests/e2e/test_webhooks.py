@@ -4,6 +4,8 @@ real deployments, notify a receiver on loopback with signed events, retried thro
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -58,8 +60,13 @@ def test_lifecycle_events_reach_the_webhooks_signed(stack: Stack) -> None:
         ids_sent = {p: {r.headers["webhook-id"] for r in receiver.at(p)} for p in by_path}
         assert all(len(v) == 1 for v in ids_sent.values())  # one event each, retried
 
-        listed = api.get("/v1/webhooks/deliveries").json()["data"]
-        assert sorted((d["status_code"], d["outcome"]) for d in listed) == [
+        # The receiver has an answer before the sender records it: wait for the records.
+        def listed() -> list[dict[str, Any]]:
+            data: list[dict[str, Any]] = api.get("/v1/webhooks/deliveries").json()["data"]
+            return data
+
+        wait_for(lambda: len(listed()) >= 4, "the deliveries recorded", timeout=60)
+        assert sorted((d["status_code"], d["outcome"]) for d in listed()) == [
             (200, "delivered"),
             (200, "delivered"),
             (429, "retry"),
