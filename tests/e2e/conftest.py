@@ -49,6 +49,9 @@ def stack(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "PREFECT_API_URL": prefect_api,
         "OFFPEAK_DATA_DIR": str(data_dir),
         "OFFPEAK_SCHEDULER_INTERVAL": "3",
+        # Launches at once: the tests wait for outcomes, not for throughput (serve's 5 s
+        # polls leave the engines more CPU; here nothing generates for long).
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
         "OFFPEAK_SCHEDULER_POLICY": "immediate",
         "OFFPEAK_SEAL_INTERVAL": "0.3",
         "OFFPEAK_CHUNK_SIZE": str(CHUNK_SIZE),
