@@ -104,7 +104,8 @@ class Stack:
         self.api_port = api_port
         self.prefect_port = prefect_port
         self.env = dict(os.environ)
-        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        # By name, in start order (a process started again keeps its place, for stop()).
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.prefect_log: Path | None = None
         # The workers' starts, to start them again; when each process started.
         self._restart: dict[str, Callable[[], subprocess.Popen[bytes]]] = {}
@@ -127,12 +128,9 @@ class Stack:
         )
         if out:
             out.close()
-        names = [n for n, _ in self.processes]
-        if name in names:  # started again: in its place, for stop()'s order
-            self._orphans.append(self.processes[names.index(name)][1].pid)
-            self.processes[names.index(name)] = (name, process)
-        else:
-            self.processes.append((name, process))
+        if (before := self.processes.get(name)) is not None:
+            self._orphans.append(before.pid)
+        self.processes[name] = process
         self._started[name] = time.monotonic()
         return process
 
@@ -190,14 +188,14 @@ class Stack:
         )
 
     def stop(self) -> None:
-        for name, process in reversed(self.processes):
+        for name, process in reversed(self.processes.items()):
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
                 if name.startswith("worker"):
                     # A worker ignores the first interrupt; the second one stops it.
                     time.sleep(0.2)
                     process.send_signal(signal.SIGINT)
-        for name, process in reversed(self.processes):
+        for name, process in reversed(self.processes.items()):
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
@@ -205,7 +203,7 @@ class Stack:
                 process.kill()
                 process.wait()
         # Flow runs a worker started live in its group: they go with it.
-        for group in [process.pid for _, process in self.processes] + self._orphans:
+        for group in [process.pid for process in self.processes.values()] + self._orphans:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
 
@@ -221,7 +219,7 @@ class Stack:
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
         while not stopping:
-            for name, process in list(self.processes):
+            for name, process in list(self.processes.items()):
                 if process.poll() is None:
                     continue
                 ran = time.monotonic() - self._started[name]

@@ -111,14 +111,7 @@ class ChatEngine:
         order; call it once."""
         if self._llm is None:
             raise RuntimeError("the engine is closed")
-        results: list[EngineResult | None] = [None] * len(requests)
-        ready: list[_Ready] = []
-        for index, request in enumerate(requests):
-            item = self._prepare(index, request)
-            if isinstance(item, EngineResult):
-                results[index] = item
-            else:
-                ready.append(item)
+        results, ready = prepare_all(requests, self._prepare)
         queued: dict[str, _Ready] = {}
         for item, outcome in self._enqueue(ready):
             if isinstance(outcome, EngineResult):
@@ -130,8 +123,7 @@ class ChatEngine:
             for request_id, output in self._wait(queued):
                 item = queued[request_id]
                 results[item.index] = _result(item, output)
-            assert all(r is not None for r in results)
-            return [r for r in results if r is not None]
+            return all_results(results)
 
         return collect
 
@@ -241,6 +233,17 @@ def run_in_order(
 ) -> list[EngineResult]:
     """One result per request, in input order: ``prepare`` checks each (a result of its
     own when it cannot run), ``execute`` runs the ones that passed."""
+    results, ready = prepare_all(requests, prepare)
+    for item, result in execute(ready):
+        results[item.index] = result
+    return all_results(results)
+
+
+def prepare_all(
+    requests: Sequence[EngineRequest], prepare: Callable[[int, EngineRequest], P | EngineResult]
+) -> tuple[list[EngineResult | None], list[P]]:
+    """The result slots in input order, filled for the requests ``prepare`` refused, and
+    the requests that passed."""
     results: list[EngineResult | None] = [None] * len(requests)
     ready: list[P] = []
     for index, request in enumerate(requests):
@@ -249,8 +252,11 @@ def run_in_order(
             results[index] = item
         else:
             ready.append(item)
-    for item, result in execute(ready):
-        results[item.index] = result
+    return results, ready
+
+
+def all_results(results: list[EngineResult | None]) -> list[EngineResult]:
+    """The slots, every one filled."""
     assert all(r is not None for r in results)
     return [r for r in results if r is not None]
 
